@@ -1,0 +1,98 @@
+"""``smtpx`` / ``python -m smtpx``: a local SMTP server that stores mail in a Maildir."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+import sys
+from collections.abc import Sequence
+
+from . import IMPLEMENTATION, __version__
+from .maildir import MaildirHandler
+from .middleware import add_received_header, add_return_path, logger, recover
+from .server import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, Server
+
+__all__ = ["build_parser", "build_server", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="smtpx", description=__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"smtpx {__version__} ({IMPLEMENTATION} implementation)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a local SMTP server that stores mail in a Maildir")
+    serve.add_argument("--addr", default="127.0.0.1:2525", help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--hostname", default=None, help="name in greeting and Received header")
+    serve.add_argument(
+        "--maildir", default="./maildir", help="Maildir folder (default %(default)s)"
+    )
+    serve.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="BYTES")
+    serve.add_argument("--max-recipients", type=int, default=100, metavar="N")
+    serve.add_argument("--max-unrecognized", type=int, default=5, metavar="N")
+    serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    serve.add_argument("--max-clients", type=int, default=100, metavar="N")
+    serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
+    serve.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    serve.add_argument("--tls-always-on", action="store_true", help="implicit TLS (port 465)")
+    serve.add_argument("--require-tls", action="store_true", help="530 to MAIL before STARTTLS")
+    serve.add_argument("--proxy", action="store_true", help="expect a PROXY v1/v2 header")
+    serve.add_argument("--xclient", action="store_true", help="accept XCLIENT from loopback")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="SO_REUSEPORT processes")
+    serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def build_server(args: argparse.Namespace) -> Server:
+    """Make the Maildir server that ``args`` describe."""
+    tls: ssl.SSLContext | None = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("smtpx: --tls-cert and --tls-key go together")
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    return Server(
+        hostname=args.hostname,
+        addr=args.addr,
+        handler=MaildirHandler(args.maildir),
+        middlewares=[logger(), recover, add_received_header(), add_return_path],
+        tls=tls,
+        tls_always_on=args.tls_always_on,
+        require_tls=args.require_tls,
+        max_size=args.max_size,
+        timeout=args.timeout,
+        max_clients=args.max_clients,
+        xclient_on=args.xclient,
+        proxy_on=args.proxy,
+        max_recipients=args.max_recipients,
+        max_unrecognized_commands=args.max_unrecognized,
+        workers=args.workers,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``smtpx`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        server = build_server(args)
+    except ValueError as exc:
+        print(f"smtpx: {exc}", file=sys.stderr)
+        return 2
+    from ._runner import run  # noqa: PLC0415 (keeps `--help` and `--version` light)
+
+    try:
+        run(server, "uvloop" if args.loop == "uvloop" else None)
+    except OSError as exc:
+        print(f"smtpx: cannot listen on {args.addr}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,179 @@
+"""Envelope: one SMTP transaction as the handler sees it, and TLSInfo about its connection."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .address import Address
+from .mail import Mail
+
+__all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
+
+# RFC 5322 2.2: field-name = 1*ftext, ftext = %d33-57 / %d59-126
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
+# A fold is CRLF followed by WSP; no other CR or LF may appear in a header value.
+_BAD_VALUE = re.compile(r"\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])|[\x00]")
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
+_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+_MACHINE = os.urandom(3)
+
+
+def new_envelope_id() -> str:
+    """A 20-character, time-ordered, unique id (rs/xid layout, as the Go package uses)."""
+    raw = (
+        int(time.time()).to_bytes(4, "big")
+        + _MACHINE
+        + (os.getpid() & 0xFFFF).to_bytes(2, "big")
+        + (next(_counter) & 0xFFFFFF).to_bytes(3, "big")
+    )
+    n = int.from_bytes(raw, "big")
+    return "".join(_ALPHABET[(n >> (5 * i)) & 31] for i in range(19, -1, -1))
+
+
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """The TLS state of a connection.
+
+    Attributes:
+        version: Protocol version, e.g. ``"TLSv1.3"``.
+        cipher: Cipher suite name.
+        bits: Secret bits of the cipher.
+        peer_cert: The client's certificate as ``ssl.SSLSocket.getpeercert()`` returns it, or
+            None when the client sent none (or it was not verified).
+        server_name: The SNI name the client asked for, if any.
+    """
+
+    version: str
+    cipher: str
+    bits: int
+    peer_cert: dict[str, Any] | None = None
+    server_name: str | None = None
+
+
+class Envelope:
+    """One mail transaction: who sent what to whom, over which connection.
+
+    The handler receives it after DATA. ``data`` holds the message exactly as the client sent
+    it after dot-unstuffing, CRLF line endings included, with any headers that middleware
+    prepended in front.
+    """
+
+    __slots__ = (
+        "_data",
+        "_joined",
+        "_trace",
+        "body_type",
+        "connection_id",
+        "envelope_id",
+        "error",
+        "esmtp",
+        "helo",
+        "hostname",
+        "local_addr",
+        "mail_from",
+        "rcpt_to",
+        "received_at",
+        "remote_addr",
+        "tls",
+        "utf8",
+        "values",
+    )
+
+    def __init__(
+        self,
+        *,
+        remote_addr: tuple[str, int] = ("", 0),
+        local_addr: tuple[str, int] = ("", 0),
+        hostname: str = "",
+        helo: str = "",
+        esmtp: bool = False,
+        tls: TLSInfo | None = None,
+        mail_from: Address | None = None,
+        rcpt_to: list[Address] | None = None,
+        data: bytes = b"",
+        utf8: bool = False,
+        body_type: str = "",
+        connection_id: int = 0,
+        envelope_id: str | None = None,
+        received_at: datetime.datetime | None = None,
+    ) -> None:
+        self.remote_addr = remote_addr
+        self.local_addr = local_addr
+        self.hostname = hostname
+        self.helo = helo
+        self.esmtp = esmtp
+        self.tls = tls
+        self.mail_from = mail_from
+        self.rcpt_to: list[Address] = [] if rcpt_to is None else rcpt_to
+        self._data = data
+        self._trace: list[bytes] = []
+        self._joined: bytes | None = None
+        self.utf8 = utf8
+        self.body_type = body_type
+        self.connection_id = connection_id
+        self.envelope_id = new_envelope_id() if envelope_id is None else envelope_id
+        self.received_at = (
+            datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
+        )
+        self.error: BaseException | None = None
+        # Free-form per-message values for middleware (Go keeps these in a context).
+        self.values: dict[str, Any] = {}
+
+    @property
+    def remote_ip(self) -> str:
+        """The client's IP address as text."""
+        return self.remote_addr[0]
+
+    @property
+    def data(self) -> bytes:
+        """The message: prepended headers, then the bytes the client sent."""
+        if not self._trace:
+            return self._data
+        if self._joined is None:
+            self._joined = b"".join([*reversed(self._trace), self._data])
+        return self._joined
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self._data = value
+        self._trace = []
+        self._joined = None
+
+    def __len__(self) -> int:
+        return len(self._data) + sum(len(t) for t in self._trace)
+
+    def prepend_header(self, name: str, value: str) -> None:
+        r"""Put a header field on top of the message (trace fields, RFC 5321 4.4).
+
+        Args:
+            name: The field name, e.g. ``"Received"``.
+            value: The field body. It may be folded with ``"\\r\\n "``; any other CR or LF
+                (header injection) is refused.
+
+        Raises:
+            ValueError: The name or the value is not a valid header field.
+        """
+        if not _FIELD_NAME.match(name):
+            raise ValueError(f"invalid header field name: {name!r}")
+        if _BAD_VALUE.search(value) or value.endswith("\r\n"):
+            raise ValueError(f"header value for {name} contains CR/LF outside a fold or NUL")
+        sep = " " if value and value[0] not in " \t" else ""
+        self._trace.append(f"{name}:{sep}{value}\r\n".encode())
+        self._joined = None
+
+    def mail(self) -> Mail:
+        """Open the envelope: split the message into headers and body."""
+        return Mail(self.data, utf8=self.utf8)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Envelope id={self.envelope_id} from={self.mail_from} "
+            f"to={[str(r) for r in self.rcpt_to]} size={len(self)}>"
+        )

@@ -1,0 +1,41 @@
+"""Maildir storage: the handler behind ``smtpx serve``."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+from .envelope import Envelope
+from .responses import SUCCESS_MESSAGE_QUEUED, Response
+
+__all__ = ["MaildirHandler"]
+
+
+class MaildirHandler:
+    """Store each message in a Maildir (``tmp/`` then an atomic rename into ``new/``).
+
+    The file is fsynced before the rename, so a 250 reply means the message is on disk.
+    Calling the object stores one envelope; it is a plain function, so the server runs it in
+    a worker thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        self._seq = itertools.count(1)
+
+    def __call__(self, envelope: Envelope) -> Response | None:
+        """Store ``envelope.data`` as one file; the reply is ``250 2.0.0 OK: queued``."""
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._seq)}.{self._host}"
+        tmp = self.path / "tmp" / name
+        with open(tmp, "xb") as f:
+            f.write(envelope.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path / "new" / name)
+        return SUCCESS_MESSAGE_QUEUED

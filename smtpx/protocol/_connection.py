@@ -1,0 +1,492 @@
+"""The sans-IO SMTP server connection: bytes in, replies and events out."""
+
+from __future__ import annotations
+
+from smtpx import responses as R
+from smtpx._impl import DataReader
+from smtpx.address import Address
+from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.responses import Response
+
+from ._commands import (
+    CommandSyntaxError,
+    parse_domain_arg,
+    parse_params,
+    parse_path,
+    split_path_and_params,
+    xtext_decode,
+)
+from ._events import (
+    NEED_DATA,
+    CloseConnection,
+    ConnectionClosed,
+    Event,
+    Greeted,
+    MailFrom,
+    Message,
+    NeedData,
+    RcptTo,
+    StartTLS,
+    XClient,
+)
+from ._state import ProtocolConfig, State
+
+__all__ = ["Connection", "ProtocolError"]
+
+_XCLIENT_ATTRS = frozenset(
+    {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"}
+)
+_HELP = R.Response(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+_NOT_IMPLEMENTED = frozenset(
+    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "AUTH", "BDAT"}
+)
+_XCLIENT_DENIED = R.Response(550, "5.7.0", "Insufficient authorization")
+_TOO_MUCH_INPUT = R.Response(421, "4.7.0", "Too much pipelined input, closing connection")
+_MAX_PIPELINED = 1024 * 1024
+_XCLIENT_IN_TRANSACTION = R.Response(503, "5.5.1", "XCLIENT not allowed inside a transaction")
+
+
+class ProtocolError(Exception):
+    """The driver used the core out of order (a bug in the driver, never the client's fault)."""
+
+
+class Connection:
+    """One client's SMTP dialogue, without I/O.
+
+    Drive it like h11: ``receive_data(bytes)`` (``b""`` means EOF), then call ``next_event()``
+    until it returns ``NEED_DATA``; write ``data_to_send()`` after each batch. A ``Message``
+    event must be answered with ``send(response)`` before further events come.
+
+    Args:
+        config: The server's protocol settings.
+        tls_active: The connection is already encrypted (implicit TLS).
+        xclient: None when XCLIENT is disabled; else whether this client may use it.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_config",
+        "_discarding",
+        "_eof",
+        "_out",
+        "_pending",
+        "_pos",
+        "_reader",
+        "_unrecognized",
+        "body_type",
+        "esmtp",
+        "helo",
+        "mail_from",
+        "rcpt_to",
+        "state",
+        "tls_active",
+        "utf8",
+        "xclient",
+    )
+
+    def __init__(
+        self, config: ProtocolConfig, *, tls_active: bool = False, xclient: bool | None = None
+    ) -> None:
+        self._config = config
+        self._buf = bytearray()
+        self._pos = 0
+        self._out: list[bytes] = []
+        self._eof = False
+        self._discarding = False
+        self._reader: DataReader | None = None
+        self._pending: Event | None = None
+        self._unrecognized = 0
+        self.state = State.COMMAND
+        self.tls_active = tls_active
+        self.xclient = xclient
+        self.helo = ""
+        self.esmtp = False
+        self.mail_from: Address | None = None
+        self.rcpt_to: list[Address] = []
+        self.utf8 = False
+        self.body_type = ""
+
+    # ----------------------------------------------------------------- output
+    def greeting(self) -> None:
+        """Queue the 220 greeting (RFC 5321 4.3.1)."""
+        self._out.append(f"220 {self._config.hostname} {self._config.banner}\r\n".encode())
+
+    def data_to_send(self) -> bytes:
+        """Take every queued reply, in order, as one write."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _reply(self, response: Response) -> None:
+        self._out.append(response.wire())
+
+    def send(self, response: Response) -> None:
+        """Answer the pending ``Message`` event; the transaction ends either way."""
+        if self.state is not State.AWAIT_REPLY:
+            raise ProtocolError(f"send() in state {self.state}")
+        self._reply(response)
+        self._reset_transaction()
+        self.state = State.COMMAND
+
+    def close(self, response: Response | None = None) -> None:
+        """Queue an optional final reply (e.g. 421) and stop parsing input."""
+        if response is not None:
+            self._reply(response)
+        self.state = State.CLOSED
+        self._buf.clear()
+        self._pos = 0
+        self._reader = None
+
+    def tls_established(self) -> None:
+        """The STARTTLS handshake succeeded: start over as after connecting (RFC 3207 4.2)."""
+        if self.state is not State.STARTTLS:
+            raise ProtocolError(f"tls_established() in state {self.state}")
+        self.tls_active = True
+        self.helo = ""
+        self.esmtp = False
+        self._reset_transaction()
+        self.state = State.COMMAND
+
+    @property
+    def idle(self) -> bool:
+        """Between commands with nothing buffered: a safe point to close (shutdown)."""
+        return (
+            self.state is State.COMMAND
+            and self._pos >= len(self._buf)
+            and not self._discarding
+            and self._pending is None
+        )
+
+    @property
+    def in_transaction(self) -> bool:
+        """MAIL was accepted and the transaction has not ended."""
+        return self.mail_from is not None
+
+    def _reset_transaction(self) -> None:
+        self.mail_from = None
+        self.rcpt_to = []
+        self.utf8 = False
+        self.body_type = ""
+        self._reader = None
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        """Hand over bytes from the client; ``b""`` means the client closed its side."""
+        if not data:
+            self._eof = True
+            return
+        if self.state is State.CLOSED or self.state is State.STARTTLS:
+            return  # RFC 3207 5: plaintext after STARTTLS is never acted on
+        if self.state is State.DATA and self._reader is not None and self._pos >= len(self._buf):
+            # Hot path: message bytes go straight to the reader, without the command buffer.
+            used = self._reader.feed(data)
+            if self._reader.done:
+                self._buf = bytearray(data[used:])
+                self._pos = 0
+                self._finish_data()
+            return
+        if self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+        if self.state is not State.DATA and len(self._buf) - self._pos > _MAX_PIPELINED:
+            # Input piles up while a reply is owed: a client that floods us is dropped.
+            self.close(_TOO_MUCH_INPUT)
+
+    def next_event(self) -> Event | NeedData:
+        """Process buffered input until something happens.
+
+        Returns:
+            The next event, or ``NEED_DATA`` when more input is needed.
+        """
+        while True:
+            if self._pending is not None:
+                event, self._pending = self._pending, None
+                return event
+            state = self.state
+            if state is State.COMMAND:
+                line = self._next_line()
+                if line is None:
+                    if self._eof:
+                        self.state = State.CLOSED
+                        return ConnectionClosed(in_data=False)
+                    return NEED_DATA
+                event = self._command(line)
+                if event is not None:
+                    return event
+            elif state is State.DATA:
+                reader = self._reader
+                assert reader is not None
+                if self._pos < len(self._buf):
+                    chunk = bytes(self._buf[self._pos :])
+                    self._buf.clear()
+                    self._pos = 0
+                    used = reader.feed(chunk)
+                    if reader.done:
+                        self._buf = bytearray(chunk[used:])
+                        self._finish_data()
+                        continue
+                if self._eof:
+                    self.state = State.CLOSED
+                    return ConnectionClosed(in_data=True)
+                return NEED_DATA
+            else:
+                return NEED_DATA
+
+    def _next_line(self) -> bytes | None:
+        buf = self._buf
+        limit = self._config.max_line_length + 2
+        while True:
+            start = self._pos
+            end = buf.find(b"\n", start)
+            if end < 0:
+                if len(buf) - start > limit:
+                    # RFC 5321 4.5.3.1.4: remember only that the line is too long.
+                    self._discarding = True
+                    buf.clear()
+                    self._pos = 0
+                return None
+            too_long = self._discarding or end + 1 - start > limit
+            line = b"" if too_long else bytes(buf[start:end])
+            self._pos = end + 1
+            if self._pos >= len(buf):
+                buf.clear()
+                self._pos = 0
+            if too_long:
+                self._discarding = False
+                self._reply(R.FAIL_LINE_TOO_LONG)
+                continue
+            return line[:-1] if line.endswith(b"\r") else line
+
+    # --------------------------------------------------------------- commands
+    def _command(self, raw: bytes) -> Event | None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._reply(R.FAIL_SYNTAX_ERROR)
+            return None
+        verb, _, arg = line.partition(" ")
+        verb = verb.upper()
+        try:
+            handler = _DISPATCH.get(verb)
+            if handler is None:
+                return self._unknown(verb)
+            return handler(self, arg)
+        except CommandSyntaxError as exc:
+            self._reply(exc.response)
+            return None
+
+    def _unknown(self, verb: str) -> Event | None:
+        if verb in _NOT_IMPLEMENTED:
+            self._reply(R.FAIL_COMMAND_NOT_IMPLEMENTED)
+            return None
+        self._unrecognized += 1
+        if self._unrecognized >= self._config.max_unrecognized_commands:
+            self.close(R.FAIL_MAX_UNRECOGNIZED_CMD)
+            return CloseConnection("too many unrecognized commands")
+        self._reply(R.FAIL_UNRECOGNIZED_CMD)
+        return None
+
+    def _helo(self, arg: str) -> Event | None:
+        return self._greet(arg, extended=False)
+
+    def _ehlo(self, arg: str) -> Event | None:
+        return self._greet(arg, extended=True)
+
+    def _greet(self, arg: str, *, extended: bool) -> Event | None:
+        name = parse_domain_arg(arg)
+        self._reset_transaction()  # RFC 5321 4.1.4: HELO/EHLO implies RSET
+        self.helo = name
+        self.esmtp = extended
+        cfg = self._config
+        if not extended:
+            self._out.append(f"250 {cfg.hostname}\r\n".encode())
+            return Greeted(name, False)
+        lines = [f"{cfg.hostname} greets {name}", f"SIZE {cfg.max_size}", "8BITMIME", "PIPELINING"]
+        lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if cfg.tls_available and not self.tls_active:
+            lines.append("STARTTLS")
+        if self.xclient:
+            lines.append("XCLIENT " + " ".join(sorted(_XCLIENT_ATTRS)))
+        last = len(lines) - 1
+        self._out.append(
+            "".join(f"250{' ' if i == last else '-'}{t}\r\n" for i, t in enumerate(lines)).encode()
+        )
+        return Greeted(name, True)
+
+    def _mail(self, arg: str) -> Event | None:
+        if not self.helo:
+            self._reply(R.FAIL_HELO_REQUIRED)
+            return None
+        if self._config.require_tls and not self.tls_active:
+            self._reply(R.FAIL_TLS_REQUIRED)
+            return None
+        if self.mail_from is not None:
+            self._reply(R.FAIL_NESTED_MAIL_CMD)
+            return None
+        path, rest = split_path_and_params(arg, "FROM:")
+        params = parse_params(rest)
+        utf8 = False
+        body = ""
+        for key, value in params.items():
+            if key == "SIZE":
+                # RFC 1870 6.3: a declared size over the limit is refused at MAIL.
+                if value is None or not value.isdigit():
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+                if int(value) > self._config.max_size:
+                    self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
+                    return None
+            elif key == "BODY":
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+                body = value.upper()
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+                utf8 = True
+            else:
+                self._reply(R.FAIL_UNKNOWN_PARAMETER)
+                return None
+        address = parse_path(path, utf8=utf8, allow_null=True, allow_postmaster=False)
+        self.mail_from = address
+        self.utf8 = utf8
+        self.body_type = body
+        self._reply(R.SUCCESS_MAIL_CMD)
+        return MailFrom(address, params)
+
+    def _rcpt(self, arg: str) -> Event | None:
+        if self.mail_from is None:
+            self._reply(R.FAIL_NO_SENDER_RCPT_CMD)
+            return None
+        path, rest = split_path_and_params(arg, "TO:")
+        params = parse_params(rest)
+        if params:
+            self._reply(R.FAIL_UNKNOWN_PARAMETER)
+            return None
+        address = parse_path(path, utf8=self.utf8, allow_null=False, allow_postmaster=True)
+        if len(self.rcpt_to) >= self._config.max_recipients:
+            self._reply(R.ERROR_TOO_MANY_RECIPIENTS)  # RFC 5321 4.5.3.1.10
+            return None
+        self.rcpt_to.append(address)
+        self._reply(R.SUCCESS_RCPT_CMD)
+        return RcptTo(address, params)
+
+    def _data(self, arg: str) -> Event | None:
+        if arg.strip():
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        if self.mail_from is None:
+            self._reply(R.FAIL_NO_SENDER_DATA_CMD)
+            return None
+        if not self.rcpt_to:
+            self._reply(R.FAIL_NO_RECIPIENTS_DATA_CMD)
+            return None
+        self._reply(R.SUCCESS_DATA_CMD)
+        self._reader = DataReader(self._config.max_size, self._config.normalize_line_endings)
+        self.state = State.DATA
+        return None
+
+    def _finish_data(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        assert self.mail_from is not None
+        try:
+            data = reader.result()
+        except LimitError:
+            self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
+        except BareLineEndingError:
+            self._reply(R.FAIL_BARE_LINE_ENDING)
+        else:
+            self.state = State.AWAIT_REPLY
+            self._reader = None
+            self._pending = Message(
+                self.mail_from, tuple(self.rcpt_to), data, self.utf8, self.body_type
+            )
+            return
+        self._reset_transaction()
+        self.state = State.COMMAND
+
+    def _rset(self, arg: str) -> Event | None:
+        if arg.strip():
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        self._reset_transaction()
+        self._reply(R.SUCCESS_RESET_CMD)
+        return None
+
+    def _noop(self, arg: str) -> Event | None:
+        self._reply(R.SUCCESS_NOOP_CMD)
+        return None
+
+    def _vrfy(self, arg: str) -> Event | None:
+        if not arg.strip():
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        self._reply(R.SUCCESS_VERIFY_CMD)
+        return None
+
+    def _help(self, arg: str) -> Event | None:
+        self._reply(_HELP)
+        return None
+
+    def _quit(self, arg: str) -> Event | None:
+        self.close(R.SUCCESS_QUIT_CMD)
+        return CloseConnection("quit")
+
+    def _starttls(self, arg: str) -> Event | None:
+        if not self._config.tls_available:
+            self._reply(R.FAIL_COMMAND_NOT_IMPLEMENTED)
+            return None
+        if arg.strip():
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        if self.tls_active:
+            self._reply(R.FAIL_BAD_SEQUENCE_ALREADY_TLS)
+            return None
+        self._reply(R.SUCCESS_START_TLS_CMD)
+        discarded = len(self._buf) - self._pos
+        self._buf.clear()
+        self._pos = 0
+        self.state = State.STARTTLS
+        return StartTLS(discarded)
+
+    def _xclient(self, arg: str) -> Event | None:
+        if self.xclient is None:
+            return self._unknown("XCLIENT")
+        if not self.xclient:
+            self._reply(_XCLIENT_DENIED)
+            return None
+        if self.mail_from is not None:
+            self._reply(_XCLIENT_IN_TRANSACTION)
+            return None
+        attrs: dict[str, str | None] = {}
+        for token in arg.split():
+            name, eq, value = token.partition("=")
+            name = name.upper()
+            if not eq or name not in _XCLIENT_ATTRS:
+                raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+            decoded = xtext_decode(value)
+            attrs[name] = None if decoded.upper() == "[UNAVAILABLE]" else decoded
+        if not attrs:
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        # Postfix XCLIENT_README: the session starts over and the server greets again.
+        self._reset_transaction()
+        self.helo = attrs.get("HELO") or ""
+        proto = (attrs.get("PROTO") or "").upper()
+        self.esmtp = proto == "ESMTP"
+        self.greeting()
+        return XClient(attrs)
+
+
+_DISPATCH = {
+    "HELO": Connection._helo,
+    "EHLO": Connection._ehlo,
+    "MAIL": Connection._mail,
+    "RCPT": Connection._rcpt,
+    "DATA": Connection._data,
+    "RSET": Connection._rset,
+    "NOOP": Connection._noop,
+    "VRFY": Connection._vrfy,
+    "HELP": Connection._help,
+    "QUIT": Connection._quit,
+    "STARTTLS": Connection._starttls,
+    "XCLIENT": Connection._xclient,
+}

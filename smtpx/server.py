@@ -1,0 +1,364 @@
+"""Server: options, listening, the client count and graceful shutdown; the asyncio side only."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+
+from ._session import Session
+from .handler import (
+    NOOP_HANDLER,
+    Handler,
+    HandlerFunc,
+    Middleware,
+    SyncHandlerFunc,
+    chain,
+    new_handler,
+)
+from .protocol import ProtocolConfig
+
+__all__ = [
+    "DEFAULT_ADDR",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_RECIPIENTS",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MAX_UNRECOGNIZED_COMMANDS",
+    "DEFAULT_TIMEOUT",
+    "LOOPBACK_NETWORKS",
+    "Server",
+    "ServerState",
+    "parse_addr",
+]
+
+DEFAULT_ADDR = ":2525"
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_CLIENTS = 100
+DEFAULT_MAX_RECIPIENTS = 100
+DEFAULT_MAX_UNRECOGNIZED_COMMANDS = 5
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETWORKS: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+class ServerState(enum.Enum):
+    """The server's lifecycle (Go ``ServerState*``)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    START_ERROR = "start error"
+
+
+def parse_addr(addr: str) -> tuple[str | None, int]:
+    """Split ``"host:port"``, ``":port"`` or ``"[v6]:port"``; no host means every interface."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return (host or None), int(port)
+
+
+def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    return tuple(
+        v if not isinstance(v, str) else ipaddress.ip_network(v, strict=False) for v in values
+    )
+
+
+class Server:
+    """An SMTP server (Go ``smtpx.Server``).
+
+    Args:
+        hostname: Name used in the greeting and EHLO reply; defaults to the machine's name.
+        addr: ``"host:port"`` to listen on; ``":2525"`` listens on every interface.
+        handler: Receives each envelope after DATA: a ``Handler`` or a function (async, or
+            plain, which then runs in a worker thread). Defaults to accept-and-discard.
+        middlewares: Wrap the handler; the first is outermost.
+        logger: A stdlib logger; defaults to ``logging.getLogger("smtpx")``.
+        tls: Enables STARTTLS (RFC 3207) with this server-side context.
+        tls_always_on: Implicit TLS (port 465 style) instead of STARTTLS; needs ``tls``.
+        require_tls: Refuse MAIL with 530 5.7.0 until STARTTLS was done.
+        max_size: Largest message in bytes (advertised as SIZE).
+        timeout: Seconds allowed for each command line, for each silence inside DATA, and for
+            the TLS handshake and PROXY header; 0 disables.
+        max_clients: Concurrent connections; the next one gets 421 4.3.2.
+        xclient_on: Accept Postfix XCLIENT from ``xclient_trusted`` networks.
+        xclient_trusted: Networks allowed to use XCLIENT (default loopback).
+        proxy_on: Expect a HAProxy PROXY header (v1 or v2) from ``proxy_trusted`` networks.
+        proxy_trusted: Networks allowed to send a PROXY header (default loopback).
+        max_recipients: RCPT commands per transaction; the next gets 452 4.5.3.
+        max_unrecognized_commands: At this many unknown commands the connection gets 421.
+        normalize_line_endings: Store bare CR/LF in DATA as CRLF instead of rejecting the
+            message (rejecting is the SMTP smuggling defence).
+        workers: Processes sharing the port via SO_REUSEPORT (``listen_and_serve`` only).
+    """
+
+    def __init__(
+        self,
+        *,
+        hostname: str | None = None,
+        addr: str = DEFAULT_ADDR,
+        handler: Handler | HandlerFunc | SyncHandlerFunc | None = None,
+        middlewares: Sequence[Middleware] = (),
+        logger: logging.Logger | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_always_on: bool = False,
+        require_tls: bool = False,
+        max_size: int = DEFAULT_MAX_SIZE,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        xclient_on: bool = False,
+        xclient_trusted: Iterable[str | Network] = LOOPBACK_NETWORKS,
+        proxy_on: bool = False,
+        proxy_trusted: Iterable[str | Network] = LOOPBACK_NETWORKS,
+        max_recipients: int = DEFAULT_MAX_RECIPIENTS,
+        max_unrecognized_commands: int = DEFAULT_MAX_UNRECOGNIZED_COMMANDS,
+        normalize_line_endings: bool = False,
+        workers: int = 1,
+    ) -> None:
+        if tls_always_on and tls is None:
+            raise ValueError("tls_always_on needs a tls context")
+        if require_tls and tls is None:
+            raise ValueError("require_tls needs a tls context")
+        for name, value in (
+            ("max_size", max_size),
+            ("max_clients", max_clients),
+            ("max_recipients", max_recipients),
+            ("max_unrecognized_commands", max_unrecognized_commands),
+            ("workers", workers),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        self.hostname = hostname or socket.gethostname()
+        self.addr = addr
+        parse_addr(addr)  # fail early on a malformed address
+        self.logger = logger or logging.getLogger("smtpx")
+        self.tls = tls
+        self.tls_always_on = tls_always_on
+        self.require_tls = require_tls
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self.max_clients = max_clients
+        self.xclient_on = xclient_on
+        self.xclient_trusted = _networks(xclient_trusted)
+        self.proxy_on = proxy_on
+        self.proxy_trusted = _networks(proxy_trusted)
+        self.max_recipients = max_recipients
+        self.max_unrecognized_commands = max_unrecognized_commands
+        self.normalize_line_endings = normalize_line_endings
+        self.workers = workers
+        self._handler: Handler = NOOP_HANDLER
+        self._middlewares: list[Middleware] = list(middlewares)
+        self.handler = handler if handler is not None else NOOP_HANDLER  # type: ignore[assignment]
+        self._protocol_config = ProtocolConfig(
+            hostname=self.hostname,
+            max_size=max_size,
+            max_recipients=max_recipients,
+            max_unrecognized_commands=max_unrecognized_commands,
+            tls_available=tls is not None and not tls_always_on,
+            require_tls=require_tls,
+            normalize_line_endings=normalize_line_endings,
+        )
+        self._state = ServerState.NEW
+        self._sessions: set[Session] = set()
+        self._next_id = 0
+        self._servers: list[asyncio.Server] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._shutting_down = False
+
+    # ------------------------------------------------------------ handler chain
+    @property
+    def handler(self) -> Handler:
+        """The handler at the centre of the middleware chain."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, value: Handler | HandlerFunc | SyncHandlerFunc) -> None:
+        self._handler = value if isinstance(value, Handler) else new_handler(value)
+        self._rebuild_chain()
+
+    @property
+    def middlewares(self) -> list[Middleware]:
+        """A copy of the middleware list; assign a new list to change it at runtime."""
+        return list(self._middlewares)
+
+    @middlewares.setter
+    def middlewares(self, value: Sequence[Middleware]) -> None:
+        self._middlewares = list(value)
+        self._rebuild_chain()
+
+    def use(self, *middlewares: Middleware) -> None:
+        """Append middlewares (Go ``Server.Use``); they take effect for the next message."""
+        self._middlewares.extend(middlewares)
+        self._rebuild_chain()
+
+    def _rebuild_chain(self) -> None:
+        self._handler_chain = chain(self._handler, self._middlewares)
+
+    # ------------------------------------------------------------------- state
+    @property
+    def state(self) -> ServerState:
+        """NEW, RUNNING, STOPPED or START_ERROR."""
+        return self._state
+
+    @property
+    def active_clients(self) -> int:
+        """Connections open right now (Go ``GetActiveClientsCount``)."""
+        return len(self._sessions)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets (after ``start``)."""
+        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        for sock in self.sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("server is not listening")
+
+    def _loop_time(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _register(self, session: Session) -> bool:
+        if len(self._sessions) >= self.max_clients:
+            return False
+        self._sessions.add(session)
+        return True
+
+    def _unregister(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if self._shutting_down and not self._sessions and self._stopped is not None:
+            self._stopped.set()
+
+    def _new_session(self) -> Session:
+        self._next_id += 1
+        return Session(self, self._next_id)
+
+    # --------------------------------------------------------------- serving
+    async def start(self, *, sock: socket.socket | None = None) -> None:
+        """Bind and start accepting; returns once listening.
+
+        Args:
+            sock: An already bound listening socket to use instead of ``addr``.
+
+        Raises:
+            OSError: The address could not be bound (state becomes START_ERROR).
+            RuntimeError: The server is already running.
+        """
+        if self._state is ServerState.RUNNING:
+            raise RuntimeError("server is already running")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._shutting_down = False
+        self._stopped = asyncio.Event()
+        ssl_ctx = self.tls if self.tls_always_on else None
+        handshake = self.timeout or None if ssl_ctx is not None else None
+        try:
+            if sock is not None:
+                srv = await loop.create_server(
+                    self._new_session, sock=sock, ssl=ssl_ctx, ssl_handshake_timeout=handshake
+                )
+            else:
+                host, port = parse_addr(self.addr)
+                srv = await loop.create_server(
+                    self._new_session,
+                    host,
+                    port,
+                    ssl=ssl_ctx,
+                    ssl_handshake_timeout=handshake,
+                    reuse_port=self.workers > 1 or None,
+                    backlog=1024,
+                )
+        except OSError:
+            self._state = ServerState.START_ERROR
+            raise
+        self._servers = [srv]
+        self._state = ServerState.RUNNING
+        if self.timeout:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+        self.logger.info(
+            "smtpx listening on %s",
+            ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets),
+        )
+
+    async def serve(self) -> None:
+        """Start (unless started) and run until ``shutdown`` completes."""
+        if self._state is not ServerState.RUNNING:
+            await self.start()
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    def listen_and_serve(self) -> None:
+        """Run the server in a new event loop until shutdown (Go ``ListenAndServe``).
+
+        SIGINT and SIGTERM shut it down gracefully. With ``workers > 1`` it forks that many
+        processes sharing the port.
+        """
+        from ._runner import run  # noqa: PLC0415 (signal and process handling only when used)
+
+        run(self)
+
+    async def _sweep(self) -> None:
+        # One timer for every connection instead of one per connection.
+        interval = max(0.05, min(1.0, self.timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self._loop_time()
+            for session in list(self._sessions):
+                session.check_deadline(now)
+
+    async def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop accepting and close every session gracefully.
+
+        Sessions between commands get ``421 4.3.0`` and close; a message in DATA or in the
+        handler finishes and gets its reply first. At the deadline the rest are dropped.
+
+        Args:
+            timeout: Seconds to wait for sessions; None waits without limit.
+
+        Returns:
+            True if every session ended by itself before the deadline.
+        """
+        if self._state is not ServerState.RUNNING:
+            return True
+        self._shutting_down = True
+        for srv in self._servers:
+            srv.close()
+        for session in list(self._sessions):
+            session.request_shutdown()
+        graceful = True
+        if self._sessions:
+            assert self._stopped is not None
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout)
+            except asyncio.TimeoutError:
+                graceful = False
+                for session in list(self._sessions):
+                    session.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._servers = []
+        self._sessions.clear()
+        self._state = ServerState.STOPPED
+        if self._stopped is not None:
+            self._stopped.set()
+        return graceful

@@ -1,0 +1,93 @@
+"""The `smtpx serve` command: a Maildir server in a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import smtpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not start")
+
+
+def test_version_names_implementation() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "smtpx", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == f"smtpx {smtpx.__version__} ({smtpx.IMPLEMENTATION} implementation)"
+
+
+def test_serve_stores_maildir_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    maildir = tmp_path / "maildir"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smtpx",
+            "serve",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--maildir",
+            str(maildir),
+            "--hostname",
+            "sink.test",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        msg = b"Subject: cli\r\nFrom: a@example.com\r\n\r\nstored body\r\n"
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as client:
+            client.sendmail("a@example.com", ["b@example.com"], msg)
+            client.sendmail("a@example.com", ["c@example.com", "d@example.com"], msg)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    files = sorted((maildir / "new").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert len(files) == 2 and os.listdir(maildir / "tmp") == []
+    stored = files[0].read_bytes()
+    assert stored.startswith(
+        b"Return-Path: <a@example.com>\r\nReceived: from client.test ([127.0.0.1])"
+    )
+    assert b"by sink.test with ESMTP id " in stored
+    assert stored.endswith(msg)
+    # One log line per message on stderr.
+    lines = [line for line in stderr.splitlines() if " code=250" in line]
+    assert len(lines) == 2 and "from=a@example.com" in lines[0]
+
+
+def test_serve_refuses_bad_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpx", "serve", "--addr", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2 and "HOST:PORT" in result.stderr
