@@ -160,7 +160,7 @@ class Server:
         self.workers = workers
         self._handler: Handler = NOOP_HANDLER
         self._middlewares: list[Middleware] = list(middlewares)
-        self.handler = handler if handler is not None else NOOP_HANDLER  # type: ignore[assignment]
+        self.handler = handler if handler is not None else NOOP_HANDLER
         self._protocol_config = ProtocolConfig(
             hostname=self.hostname,
             max_size=max_size,
@@ -222,7 +222,7 @@ class Server:
     @property
     def sockets(self) -> list[socket.socket]:
         """The listening sockets (after ``start``)."""
-        return [s for srv in self._servers for s in srv.sockets]  # type: ignore[misc]
+        return [s for srv in self._servers for s in srv.sockets]
 
     @property
     def port(self) -> int:

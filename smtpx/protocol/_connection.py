@@ -202,9 +202,10 @@ class Connection:
             The next event, or ``NEED_DATA`` when more input is needed.
         """
         while True:
-            if self._pending is not None:
-                event, self._pending = self._pending, None
-                return event
+            pending = self._pending
+            if pending is not None:
+                self._pending = None
+                return pending
             state = self.state
             if state is State.COMMAND:
                 line = self._next_line()

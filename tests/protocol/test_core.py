@@ -15,6 +15,7 @@ from smtpx.protocol import (
     Greeted,
     MailFrom,
     Message,
+    NeedData,
     ProtocolConfig,
     RcptTo,
     StartTLS,
@@ -33,7 +34,7 @@ def drive(conn: Connection, data: bytes) -> tuple[list[Event], bytes]:
         event = conn.next_event()
         if event is NEED_DATA:
             break
-        assert not isinstance(event, type(NEED_DATA))
+        assert not isinstance(event, NeedData)
         events.append(event)
         if isinstance(event, Message):
             break

@@ -100,7 +100,7 @@ class RawClient:
 
     def reply(self) -> bytes:
         """Read one complete (possibly multiline) reply; b"" on EOF."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = self.file.readline()
             if not line:
