@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from serverthread import ServerThread
+from tests.server.serverthread import ServerThread
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import smtplib
 from collections.abc import Callable
 
 import pytest
-from serverthread import ServerThread
+from tests.server.serverthread import ServerThread
 
 from smtpx import Envelope, HandlerFunc, Middleware, Response, new_response
 from smtpx.middleware import (

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from serverthread import ServerThread
+from tests.server.serverthread import ServerThread
 
 from smtpx import Envelope, Response, ResponseError, new_response, responses
 from smtpx.address import Address

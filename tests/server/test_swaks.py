@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from serverthread import ServerThread
+from tests.server.serverthread import ServerThread
 
 SWAKS = shutil.which("swaks")
 

@@ -1,0 +1,96 @@
+"""Optional Cython extensions for smtpx; everything else is in pyproject.toml (STYLE 2.2).
+
+Every ``smtpx/_speedups/*.pyx`` is compiled when Cython and a C compiler are available. Without
+them, or with ``SMTPX_NO_EXTENSIONS`` set to any non-empty value, the pure-Python package is
+built and a banner on stderr says so. ``SMTPX_REQUIRE_EXTENSIONS=1`` makes any failure fatal
+(CI uses it so a silent fallback cannot pass for a compiled build). ``SMTPX_CYTHON_TRACE=1``
+adds line tracing for coverage of the ``.pyx`` files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from glob import glob
+from typing import Any
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
+
+NO_EXTENSIONS = bool(os.environ.get("SMTPX_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
+REQUIRE_EXTENSIONS = bool(os.environ.get("SMTPX_REQUIRE_EXTENSIONS"))
+CYTHON_TRACE = bool(os.environ.get("SMTPX_CYTHON_TRACE"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _banner(reason: str) -> None:
+    bar = "*" * 72
+    print(
+        f"{bar}\nsmtpx: {reason}: pure-Python build (slower DATA reader and header parser)\n{bar}",
+        file=sys.stderr,
+    )
+
+
+def _extensions() -> list[Extension]:
+    if NO_EXTENSIONS:
+        if REQUIRE_EXTENSIONS:
+            raise RuntimeError("SMTPX_NO_EXTENSIONS and SMTPX_REQUIRE_EXTENSIONS are both set")
+        _banner(
+            "SMTPX_NO_EXTENSIONS is set"
+            if sys.implementation.name == "cpython"
+            else f"{sys.implementation.name} is not CPython"
+        )
+        return []
+    try:
+        from Cython.Build import cythonize  # noqa: PLC0415 (a pure build must work without Cython)
+    except ImportError:
+        if REQUIRE_EXTENSIONS:
+            raise
+        _banner("Cython is missing")
+        return []
+    # Relative paths: setuptools wants them, and the sdist stays relocatable.
+    sources = sorted(
+        os.path.relpath(p, HERE) for p in glob(os.path.join(HERE, "smtpx", "_speedups", "*.pyx"))
+    )
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if CYTHON_TRACE else []
+    built: list[Extension] = cythonize(
+        [
+            Extension(os.path.splitext(src)[0].replace(os.sep, "."), [src], define_macros=macros)
+            for src in sources
+        ],
+        compiler_directives={"linetrace": CYTHON_TRACE},
+        quiet=True,
+    )
+    for ext in built:
+        # cythonize() drops `optional`; with it a missing compiler falls back to pure.
+        ext.optional = not REQUIRE_EXTENSIONS
+    return built
+
+
+class _BuildExt(build_ext):
+    """Report on stderr when an optional extension could not be built."""
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception:
+            if not getattr(ext, "optional", False):
+                raise
+            _banner(f"building {ext.name} failed")
+            raise
+
+
+class _SDist(sdist):
+    """Leave the generated C out of the sdist: it is rebuilt from the ``.pyx`` (STYLE 2.2).
+
+    cythonize() swaps each ``.pyx`` source for its ``.c``, and setuptools ships extension
+    sources in the sdist by default.
+    """
+
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        generated = {os.path.splitext(p)[0] + ".c" for p in files if p.endswith(".pyx")}
+        super().make_release_tree(base_dir, [f for f in files if f not in generated])
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": _BuildExt, "sdist": _SDist})

@@ -1,0 +1,1 @@
+"""Server tests over real loopback sockets."""

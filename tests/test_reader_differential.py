@@ -1,0 +1,94 @@
+"""Differential test (STYLE 2.7): both reader twins, same random bytes, same random cuts.
+
+Every test here is marked ``compiled`` (it needs both twins), so ``--no-extensions`` deselects
+it. The messages mix what matters to the reader: dots at line starts, CRLF, bare CR and LF, the
+end marker itself, NULs and 8-bit bytes. They are cut at random points, and after every
+``feed`` the consumed count, ``done`` and ``size`` must agree, then the result or exception.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smtpx._abc import DataReaderLike
+from smtpx.errors import BareLineEndingError, LimitError
+from tests.impls import COMPILED, PURE
+
+pytestmark = pytest.mark.compiled
+
+PIECES = [
+    b"\r\n",
+    b"\r\n.",
+    b".",
+    b"..",
+    b"\r",
+    b"\n",
+    b"\r\n.\r\n",
+    b"\r\n..\r\n",
+    b"a",
+    b"Subject: =?utf-8?q?caf=C3=A9?=",
+    b" ",
+    b"\x00",
+    b"\xff\xfe",
+    b"\r\r\n",
+    b"\n.\n",
+]
+
+messages = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=8)), max_size=60).map(
+    b"".join
+)
+
+
+def trace(
+    cls: type[DataReaderLike], data: bytes, cuts: list[int], limit: int, normalize: bool
+) -> list[object]:
+    reader = cls(limit, normalize)
+    seen: list[object] = []
+    pos = 0
+    for cut in [*sorted(cuts), len(data)]:
+        seen.append((reader.feed(data[pos:cut]), reader.done, reader.size))
+        pos = cut
+    try:
+        result: object = reader.result()
+        assert type(result) is bytes
+    except (LimitError, BareLineEndingError, RuntimeError) as exc:
+        result = (type(exc), str(exc))
+    seen.append(result)
+    return seen
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=messages,
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    limit=st.one_of(st.integers(min_value=0, max_value=64), st.just(1 << 20)),
+    normalize=st.booleans(),
+)
+def test_twins_agree(data: bytes, cuts: list[int], limit: int, normalize: bool) -> None:
+    cuts = [min(c, len(data)) for c in cuts]
+    assert trace(PURE.reader_cls(), data, cuts, limit, normalize) == trace(
+        COMPILED.reader_cls(), data, cuts, limit, normalize
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lines=st.lists(
+        st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+        max_size=200,
+    ),
+    chunk=st.integers(min_value=1, max_value=700),
+    normalize=st.booleans(),
+)
+def test_twins_agree_on_well_formed_mail(lines: list[bytes], chunk: int, normalize: bool) -> None:
+    # A client's view: stuff every line that starts with a dot, end with CRLF.CRLF.
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    data = b"".join(line + b"\r\n" for line in stuffed) + b".\r\nQUIT\r\n"
+    cuts = list(range(chunk, len(data), chunk))
+    expected = b"".join(line + b"\r\n" for line in lines)
+    for impl in (PURE, COMPILED):
+        seen = trace(impl.reader_cls(), data, cuts, 1 << 30, normalize)
+        assert seen[-1] == expected
+        assert sum(step[0] for step in seen[:-1]) == len(data) - len(b"QUIT\r\n")  # type: ignore[index]
