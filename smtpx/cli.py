@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
 
 from . import IMPLEMENTATION, __version__
+from .authres import authentication_results
+from .authres._dns import resolver_at
+from .handler import Middleware
 from .maildir import MaildirHandler
 from .middleware import add_received_header, add_return_path, logger, recover
-from .server import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, Server
+from .server import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, Server, parse_addr
 
 __all__ = ["build_parser", "build_server", "main"]
 
@@ -43,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy", action="store_true", help="expect a PROXY v1/v2 header")
     serve.add_argument("--xclient", action="store_true", help="accept XCLIENT from loopback")
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="SO_REUSEPORT processes")
+    serve.add_argument(
+        "--authres",
+        action="store_true",
+        help="check SPF, DKIM and DMARC and add an Authentication-Results header",
+    )
+    serve.add_argument(
+        "--reject-dmarc", action="store_true", help="with --authres: 550 to DMARC p=reject failures"
+    )
+    serve.add_argument(
+        "--dns-server", metavar="HOST:PORT", help="nameserver for --authres (default: system's)"
+    )
     serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -56,11 +71,25 @@ def build_server(args: argparse.Namespace) -> Server:
             raise SystemExit("smtpx: --tls-cert and --tls-key go together")
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
+    middlewares: list[Middleware] = [logger(), recover]
+    hostname = args.hostname or socket.gethostname()
+    if args.authres:
+        resolver = None
+        if args.dns_server:
+            host, port = parse_addr(args.dns_server)
+            resolver = resolver_at(host or "127.0.0.1", port)
+        middlewares.append(
+            authentication_results(hostname, resolver=resolver, reject_dmarc=args.reject_dmarc)
+        )
+    elif args.dns_server or args.reject_dmarc:
+        raise SystemExit("smtpx: --dns-server and --reject-dmarc go with --authres")
+    # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
+    middlewares += [add_received_header(), add_return_path]
     return Server(
-        hostname=args.hostname,
+        hostname=hostname,
         addr=args.addr,
         handler=MaildirHandler(args.maildir),
-        middlewares=[logger(), recover, add_received_header(), add_return_path],
+        middlewares=middlewares,
         tls=tls,
         tls_always_on=args.tls_always_on,
         require_tls=args.require_tls,

@@ -1,4 +1,6 @@
-"""Middleware from the Go package: logger, recover and the trace headers.
+"""Middleware from the Go package: logger, recover, the trace headers and the filters.
+
+``smtpx.authres.authentication_results`` (SPF, DKIM, DMARC) lives with the checks it runs.
 
 A middleware takes the next handler function and returns a new one; ``Server(middlewares=[a,
 b])`` runs ``a`` outermost. Headers are prepended, so the innermost middleware's header ends
@@ -14,6 +16,10 @@ import time
 from collections.abc import Callable
 
 from . import responses as R
+from ._filters import filter_recipient as filter_recipient
+from ._filters import filter_recipient_domains as filter_recipient_domains
+from ._filters import recipient_domains_whitelist as recipient_domains_whitelist
+from ._filters import sender_domains_whitelist as sender_domains_whitelist
 from .envelope import Envelope
 from .handler import HandlerFunc, Middleware
 from .responses import Response, ResponseError
@@ -22,9 +28,13 @@ __all__ = [
     "add_delivered_to",
     "add_received_header",
     "add_return_path",
+    "filter_recipient",
+    "filter_recipient_domains",
     "logger",
     "received_protocol",
+    "recipient_domains_whitelist",
     "recover",
+    "sender_domains_whitelist",
 ]
 
 Skipper = Callable[[Envelope], bool]

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import smtpx
+from smtpx import authres
+from tests.authres.dnsserver import LoopbackDNSServer
 
 
 def free_port() -> int:
@@ -91,3 +93,51 @@ def test_serve_refuses_bad_address() -> None:
         check=False,
     )
     assert result.returncode == 2 and "HOST:PORT" in result.stderr
+
+
+def test_serve_with_authres_uses_the_given_dns_server(tmp_path: Path) -> None:
+    zone = {"example.com": [("TXT", '"v=spf1 ip4:127.0.0.1 -all"')]}
+    port = free_port()
+    maildir = tmp_path / "maildir"
+    with LoopbackDNSServer(zone) as dns_server:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smtpx",
+                "serve",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--maildir",
+                str(maildir),
+                "--hostname",
+                "mx.test",
+                "--authres",
+                "--dns-server",
+                f"{dns_server.host}:{dns_server.port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for_port(port, proc)
+            msg = b"Subject: ar\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+            with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as c:
+                c.sendmail("a@example.com", ["b@example.net"], msg)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    (stored,) = [p.read_bytes() for p in (maildir / "new").iterdir()]
+    names = [
+        line.split(b":", 1)[0]
+        for line in stored.split(b"\r\n\r\n")[0].split(b"\r\n")
+        if line and line[:1] not in b" \t"
+    ]
+    assert names[:3] == [b"Return-Path", b"Received", b"Authentication-Results"]
+    header = stored.split(b"Authentication-Results: ", 1)[1].split(b"\r\nSubject:")[0].decode()
+    authserv_id, results = authres.parse(header.replace("\r\n", ""))
+    assert authserv_id == "mx.test"
+    spf = [r for r in results if isinstance(r, authres.SPFResult)]
+    assert spf and spf[0].value == "pass"

@@ -1,0 +1,251 @@
+"""The ``authentication_results`` middleware: SPF, DKIM and DMARC, then one header.
+
+Differences from the Go ``AddAuthenticationResult`` (reference 6.1, 9.7, 9.8):
+
+* all lookups are async and share one resolver; DKIM's hashing runs in a worker thread, so
+  the event loop keeps serving other connections;
+* SPF, DKIM and the DMARC record discovery run concurrently under one deadline; a check still
+  running at the deadline is reported as ``temperror``;
+* SPF uses the client IP as given (IPv6 included) and checks HELO for a null sender;
+* DMARC uses the RFC 5322 From domain, the Organizational Domain fallback, ``sp`` and ``pct``;
+* DKIM temperror/permerror/policy are told apart from fail, and an unsigned message gets
+  ``dkim=none`` (RFC 8601 2.7.1) instead of no entry;
+* Authentication-Results fields that claim this server's authserv-id are removed before the
+  new one is added (RFC 8601 5);
+* optionally, mail failing DMARC whose (sampled) policy is ``reject`` is refused with
+  ``550 5.7.1`` (RFC 7489 6.6.4, RFC 3463 X.7.1 "delivery not authorized").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import dns.asyncresolver
+
+from smtpx.envelope import Envelope
+from smtpx.errors import MailParseError
+from smtpx.handler import HandlerFunc, Middleware
+from smtpx.responses import Response, new_response
+
+from . import (
+    NONE,
+    TEMPERROR,
+    DKIMResult,
+    DMARCResult,
+    Result,
+    SPFResult,
+    _dns,
+    _header_spans,
+    authserv_id_of,
+    format,
+)
+from . import dkim as _dkim
+from . import dmarc as _dmarc
+from . import spf as _spf
+
+__all__ = ["authentication_results", "remove_authentication_results"]
+
+_log = logging.getLogger("smtpx.authres")
+_T = TypeVar("_T")
+# A reason longer than this is cut so one field stays well under RFC 5322's 998-octet line.
+_MAX_REASON = 200
+
+
+def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
+    """Drop the Authentication-Results fields of ``message`` that claim ``authserv_id``.
+
+    RFC 8601 5: a border MTA must remove (or rename) such fields, which were forged or came
+    from an earlier pass through this server. The comparison is case-insensitive. Fields of
+    other authserv-ids, and the body, are kept byte for byte.
+
+    Returns:
+        ``message`` itself when nothing was removed, otherwise a new bytes object.
+    """
+    wanted = authserv_id.lower()
+    spans, _ = _header_spans(message)
+    drop: list[tuple[int, int]] = []
+    for name, start, end in spans:
+        if name != "authentication-results":
+            continue
+        raw = message[start:end]
+        value = raw[raw.find(b":") + 1 :].replace(b"\r", b"").replace(b"\n", b"")
+        ident = authserv_id_of(value.decode("utf-8", "replace"))
+        if ident is not None and ident.lower() == wanted:
+            drop.append((start, end))
+    if not drop:
+        return message
+    parts: list[bytes] = []
+    pos = 0
+    for start, end in drop:
+        parts.append(message[pos:start])
+        pos = end
+    parts.append(message[pos:])
+    return b"".join(parts)
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+
+
+def _outcome(task: asyncio.Task[_T] | None) -> _T | BaseException | None:
+    """A finished task's value or exception; None if it had not finished by the deadline."""
+    if task is None or not task.done():
+        return None
+    if task.cancelled():
+        return None
+    exc = task.exception()
+    return exc if exc is not None else task.result()
+
+
+def authentication_results(
+    authserv_id: str,
+    *,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    timeout: float = 10.0,
+    reject_dmarc: bool = False,
+    rand: Callable[[], float] = random.random,
+) -> Middleware:
+    """Check SPF, DKIM and DMARC and prepend an Authentication-Results field.
+
+    Args:
+        authserv_id: This server's authentication service identifier, usually its host name.
+        resolver: The DNS resolver for every lookup (``_dns.resolver_at(host, port)`` points
+            it at one nameserver); the system's when None.
+        timeout: Seconds all checks together may take; checks still running then are
+            reported as ``temperror``.
+        reject_dmarc: Refuse mail that fails DMARC with a (sampled) ``reject`` policy, with
+            ``550 5.7.1``, instead of passing it on.
+        rand: The random source for DMARC ``pct`` sampling.
+
+    Returns:
+        The middleware. It never rejects unless ``reject_dmarc`` is set.
+    """
+    res = resolver if resolver is not None else _dns.default_resolver()
+    # Load the Public Suffix List now, not on the event loop during the first message.
+    _dmarc.organizational_domain("example.com")
+
+    def middleware(next_: HandlerFunc) -> HandlerFunc:
+        async def check(envelope: Envelope) -> Response | None:
+            results, evaluation = await _run_checks(envelope, res, timeout, rand)
+            envelope.data = remove_authentication_results(envelope.data, authserv_id)
+            header = format(authserv_id, results)
+            envelope.prepend_header("Authentication-Results", header)
+            _log.debug("Authentication-Results: %s", header)
+            if (
+                reject_dmarc
+                and evaluation is not None
+                and evaluation.result == "fail"
+                and evaluation.disposition == _dmarc.POLICY_REJECT
+            ):
+                return new_response(
+                    550,
+                    f"Message rejected: DMARC policy of {evaluation.policy_domain} says reject",
+                    "5.7.1",
+                )
+            return await next_(envelope)
+
+        return check
+
+    return middleware
+
+
+async def _run_checks(
+    envelope: Envelope,
+    resolver: dns.asyncresolver.Resolver,
+    timeout: float,
+    rand: Callable[[], float],
+) -> tuple[list[Result], _dmarc.Evaluation | None]:
+    message = envelope.data
+    mail_from = envelope.mail_from.address if envelope.mail_from is not None else ""
+    header_from = _dmarc.header_from_domain(message)
+
+    def task(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        return asyncio.ensure_future(coro)
+
+    spf_task = task(_spf.check(envelope.remote_ip, envelope.helo, mail_from, resolver))
+    dkim_task = task(_dkim.verify(message, resolver=resolver))
+    dmarc_task = task(_dmarc.discover(header_from, resolver)) if header_from else None
+    pending = [t for t in (spf_task, dkim_task, dmarc_task) if t is not None]
+    _, still = await asyncio.wait(pending, timeout=timeout)
+    for t in still:
+        t.cancel()
+    if still:
+        await asyncio.wait(still)  # let cancellations finish before reading outcomes
+
+    results: list[Result] = []
+    spf = _outcome(spf_task)
+    spf_result, spf_domain = NONE, ""
+    if isinstance(spf, _spf.SPFResult):
+        spf_result, spf_domain = spf.result, spf.domain
+        results.append(
+            SPFResult(spf.result, _cut(spf.reason), mail_from=mail_from, helo=envelope.helo)
+        )
+    else:
+        why = "timed out" if spf is None else f"failed: {spf}"
+        if spf is not None:
+            _log.warning("SPF check failed", exc_info=spf)
+        results.append(
+            SPFResult(TEMPERROR, _cut(f"SPF check {why}"), mail_from=mail_from, helo=envelope.helo)
+        )
+
+    dkim = _outcome(dkim_task)
+    verifications: list[_dkim.Verification] = []
+    if isinstance(dkim, list):
+        verifications = dkim
+        results.extend(
+            [_replace_reason(v.to_result()) for v in verifications] or [DKIMResult(NONE)]
+        )
+    elif dkim is None:
+        results.append(DKIMResult(TEMPERROR, "DKIM check timed out"))
+    elif not isinstance(dkim, MailParseError):
+        _log.warning("DKIM check failed", exc_info=dkim)
+        results.append(DKIMResult(TEMPERROR, _cut(f"DKIM check failed: {dkim}")))
+    # A header that cannot be parsed yields no DKIM entry at all (nothing could be checked).
+
+    evaluation: _dmarc.Evaluation | None = None
+    if not header_from:
+        evaluation = _dmarc.Evaluation("permerror", "no usable RFC5322.From domain")
+    else:
+        found = _outcome(dmarc_task)
+        if found is None:
+            evaluation = _dmarc.Evaluation(TEMPERROR, "DMARC lookup timed out", header_from)
+        elif isinstance(found, _dmarc.DMARCTempError):
+            evaluation = _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
+        elif isinstance(found, _dmarc.DMARCRecordError):
+            evaluation = _dmarc.Evaluation(
+                "permerror", f"invalid DMARC record: {found}", header_from
+            )
+        elif isinstance(found, BaseException):
+            _log.warning("DMARC lookup failed", exc_info=found)
+            evaluation = _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
+        else:
+            record, policy_domain = found
+            evaluation = _dmarc.verdict(
+                header_from,
+                record,
+                policy_domain,
+                spf_result=spf_result,
+                spf_domain=spf_domain,
+                dkim=verifications,
+                rand=rand,
+            )
+    results.append(DMARCResult(evaluation.result, _cut(evaluation.reason), header_from=header_from))
+    return results, evaluation
+
+
+def _replace_reason(result: DKIMResult) -> DKIMResult:
+    if len(result.reason) <= _MAX_REASON:
+        return result
+    return DKIMResult(
+        result.value,
+        _cut(result.reason),
+        result.domain,
+        result.identifier,
+        result.selector,
+        result.signature,
+        result.algorithm,
+    )

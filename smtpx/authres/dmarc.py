@@ -1,0 +1,419 @@
+"""DMARC (RFC 7489): record parsing, policy discovery, identifier alignment and evaluation.
+
+The pieces the Go package lacks or gets wrong are done here:
+
+* discovery falls back to the Organizational Domain (RFC 7489 6.6.3 step 4), found with the
+  Public Suffix List shipped offline by the ``publicsuffixlist`` package (RFC 7489 3.2);
+* relaxed alignment compares Organizational Domains, so ``evilexample.com`` never aligns with
+  ``example.com`` (RFC 7489 3.1.1, 3.1.2); strict alignment is an exact, case-insensitive match;
+* the identifier checked is the RFC 5322 From domain (``header.from``), not the envelope's;
+* TXT answers that are not DMARC records are ignored, and several DMARC records mean no
+  policy (RFC 7489 6.6.3 step 3);
+* ``sp`` and ``pct`` are applied (RFC 7489 6.3, 6.6.4), with an injectable random source.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import dns.asyncresolver
+from publicsuffixlist import PublicSuffixList
+
+from . import FAIL, NONE, PASS, PERMERROR, TEMPERROR, DMARCResult, _dns, _header_fields
+from .dkim import Verification
+
+__all__ = [
+    "ALIGNMENT_RELAXED",
+    "ALIGNMENT_STRICT",
+    "POLICY_NONE",
+    "POLICY_QUARANTINE",
+    "POLICY_REJECT",
+    "DMARCRecordError",
+    "DMARCTempError",
+    "Evaluation",
+    "Record",
+    "aligned",
+    "discover",
+    "evaluate",
+    "header_from_domain",
+    "is_dmarc_record",
+    "organizational_domain",
+    "parse_record",
+    "verdict",
+]
+
+POLICY_NONE = "none"
+POLICY_QUARANTINE = "quarantine"
+POLICY_REJECT = "reject"
+ALIGNMENT_RELAXED = "r"
+ALIGNMENT_STRICT = "s"
+
+_POLICIES = (POLICY_NONE, POLICY_QUARANTINE, POLICY_REJECT)
+_FAILURE_OPTIONS = ("0", "1", "d", "s")
+# RFC 7489 6.4: a DMARC URI is a URI (RFC 3986) with an optional "!" size suffix.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s,!]+(?:![0-9]+[kmgt]?)?\Z", re.IGNORECASE)
+
+
+class DMARCRecordError(ValueError):
+    """A DMARC record is malformed; the message says which tag and why."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A parsed DMARC policy record (RFC 7489 6.3; the Go ``Record`` fields).
+
+    Attributes:
+        policy: ``p=``: none, quarantine or reject.
+        subdomain_policy: ``sp=``, or None when absent (then ``p`` applies to subdomains).
+        dkim_alignment: ``adkim=``: ``r`` (default) or ``s``.
+        spf_alignment: ``aspf=``: ``r`` (default) or ``s``.
+        percent: ``pct=`` 0..100, or None when absent (meaning 100).
+        failure_options: ``fo=`` values (``0`` default, ``1``, ``d``, ``s``).
+        report_format: ``rf=`` values (default ``afrf``).
+        report_interval: ``ri=`` seconds (default 86400).
+        report_uri_aggregate: ``rua=`` URIs.
+        report_uri_failure: ``ruf=`` URIs.
+    """
+
+    policy: str
+    subdomain_policy: str | None = None
+    dkim_alignment: str = ALIGNMENT_RELAXED
+    spf_alignment: str = ALIGNMENT_RELAXED
+    percent: int | None = None
+    failure_options: tuple[str, ...] = ("0",)
+    report_format: tuple[str, ...] = ("afrf",)
+    report_interval: int = 86400
+    report_uri_aggregate: tuple[str, ...] = ()
+    report_uri_failure: tuple[str, ...] = ()
+
+
+def is_dmarc_record(txt: str) -> bool:
+    """True if ``txt`` starts with the ``v=DMARC1`` tag (RFC 7489 6.6.3 step 2)."""
+    return re.match(r"v[ \t]*=[ \t]*DMARC1[ \t]*(;|\Z)", txt.lstrip(" \t")) is not None
+
+
+def _uris(tag: str, value: str) -> tuple[str, ...]:
+    uris = tuple(u.strip() for u in value.split(",") if u.strip())
+    for uri in uris:
+        if not _URI.match(uri):
+            raise DMARCRecordError(f"invalid URI in '{tag}': {uri!r}")
+    return uris
+
+
+def _colon_list(tag: str, value: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    items = tuple(v.strip().lower() for v in value.split(":"))
+    for item in items:
+        if item not in allowed:
+            raise DMARCRecordError(f"invalid value {item!r} for parameter '{tag}'")
+    return items
+
+
+def parse_record(txt: str) -> Record:
+    """Parse one DMARC TXT record (RFC 7489 6.4).
+
+    ``v=DMARC1`` must be the first tag; unknown tags are ignored (RFC 7489 6.3).
+
+    Raises:
+        DMARCRecordError: The record is malformed, e.g. ``record is missing a 'p' parameter``,
+            ``invalid policy 'bogus' for parameter 'p'``, ``parameter 'pct' must be 0..100``.
+    """
+    if not is_dmarc_record(txt):
+        raise DMARCRecordError("not a DMARC record: it must start with v=DMARC1")
+    tags: dict[str, str] = {}
+    for spec in txt.split(";"):
+        if not spec.strip():
+            continue
+        name, sep, value = spec.partition("=")
+        name = name.strip().lower()
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+            raise DMARCRecordError(f"malformed tag {spec.strip()!r}")
+        if name in tags:
+            raise DMARCRecordError(f"duplicate parameter '{name}'")
+        tags[name] = value.strip()
+    if "p" not in tags:
+        raise DMARCRecordError("record is missing a 'p' parameter")
+    policy = tags["p"].lower()
+    if policy not in _POLICIES:
+        raise DMARCRecordError(f"invalid policy {tags['p']!r} for parameter 'p'")
+    sub: str | None = None
+    if "sp" in tags:
+        sub = tags["sp"].lower()
+        if sub not in _POLICIES:
+            raise DMARCRecordError(f"invalid policy {tags['sp']!r} for parameter 'sp'")
+    align = {}
+    for tag in ("adkim", "aspf"):
+        value = tags.get(tag, ALIGNMENT_RELAXED).lower()
+        if value not in (ALIGNMENT_RELAXED, ALIGNMENT_STRICT):
+            raise DMARCRecordError(f"invalid alignment {tags[tag]!r} for parameter '{tag}'")
+        align[tag] = value
+    percent: int | None = None
+    if "pct" in tags:
+        if not tags["pct"].isdigit() or int(tags["pct"]) > 100:
+            raise DMARCRecordError(f"parameter 'pct' must be 0..100, got {tags['pct']!r}")
+        percent = int(tags["pct"])
+    interval = 86400
+    if "ri" in tags:
+        if not tags["ri"].isdigit() or not 0 < int(tags["ri"]) < 2**32:
+            raise DMARCRecordError(f"parameter 'ri' must be a positive integer: {tags['ri']!r}")
+        interval = int(tags["ri"])
+    return Record(
+        policy=policy,
+        subdomain_policy=sub,
+        dkim_alignment=align["adkim"],
+        spf_alignment=align["aspf"],
+        percent=percent,
+        failure_options=_colon_list("fo", tags["fo"], _FAILURE_OPTIONS) if "fo" in tags else ("0",),
+        report_format=_colon_list("rf", tags["rf"], ("afrf",)) if "rf" in tags else ("afrf",),
+        report_interval=interval,
+        report_uri_aggregate=_uris("rua", tags.get("rua", "")),
+        report_uri_failure=_uris("ruf", tags.get("ruf", "")),
+    )
+
+
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList()  # the list shipped with the package: no network
+
+
+def _normal(domain: str) -> str:
+    return domain.strip().rstrip(".").lower()
+
+
+def organizational_domain(domain: str) -> str:
+    """The Organizational Domain (RFC 7489 3.2): the public suffix plus one label.
+
+    A domain that is itself a public suffix is its own Organizational Domain.
+    """
+    domain = _normal(domain)
+    if not domain:
+        return ""
+    return _psl().privatesuffix(domain) or domain
+
+
+def aligned(identifier: str, header_from: str, mode: str) -> bool:
+    """Identifier alignment (RFC 7489 3.1).
+
+    Strict: the domains are equal. Relaxed: their Organizational Domains are equal, which is
+    not the same as a suffix match (``evilexample.com`` is not aligned with ``example.com``).
+    """
+    a, b = _normal(identifier), _normal(header_from)
+    if not a or not b:
+        return False
+    if mode == ALIGNMENT_STRICT:
+        return a == b
+    return organizational_domain(a) == organizational_domain(b)
+
+
+class DMARCTempError(Exception):
+    """The DMARC record could not be fetched now (DNS timeout or SERVFAIL)."""
+
+
+async def _records_at(resolver: dns.asyncresolver.Resolver, domain: str) -> list[str]:
+    try:
+        txts = await _dns.lookup_txt(resolver, "_dmarc." + domain)
+    except _dns.DNSTempError as exc:
+        raise DMARCTempError(str(exc)) from exc
+    except _dns.DNSPermError:
+        return []
+    return [t for t in txts if is_dmarc_record(t)]
+
+
+async def discover(
+    header_from: str, resolver: dns.asyncresolver.Resolver | None = None
+) -> tuple[Record | None, str]:
+    """Find the DMARC policy for ``header_from`` (RFC 7489 6.6.3).
+
+    Returns:
+        ``(record, policy_domain)``; ``(None, "")`` when there is no (single) policy.
+
+    Raises:
+        DMARCRecordError: The record found is malformed (and has no usable ``rua`` to fall
+            back on ``p=none``, RFC 7489 6.6.3 step 6).
+        DMARCTempError: DNS failed temporarily (evaluate() turns it into temperror).
+    """
+    if resolver is None:
+        resolver = _dns.default_resolver()
+    domain = _normal(header_from)
+    candidates = [domain]
+    org = organizational_domain(domain)
+    if org and org != domain:
+        candidates.append(org)
+    for candidate in candidates:
+        records = await _records_at(resolver, candidate)
+        if len(records) > 1:
+            # RFC 7489 6.6.3 step 3: several records end discovery; DMARC is not applied.
+            return None, ""
+        if records:
+            return _lenient_parse(records[0]), candidate
+    return None, ""
+
+
+def _lenient_parse(txt: str) -> Record:
+    try:
+        return parse_record(txt)
+    except DMARCRecordError as exc:
+        # RFC 7489 6.6.3 step 6: a bad p/sp with a valid rua acts as p=none.
+        if "'p'" in str(exc) or "'sp'" in str(exc):
+            match = re.search(r"(?:^|;)\s*rua\s*=([^;]*)", txt, re.IGNORECASE)
+            if match:
+                try:
+                    uris = _uris("rua", match.group(1))
+                except DMARCRecordError:
+                    uris = ()
+                if uris:
+                    return Record(policy=POLICY_NONE, report_uri_aggregate=uris)
+        raise
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The DMARC verdict for one message.
+
+    Attributes:
+        result: ``none``, ``pass``, ``fail``, ``temperror`` or ``permerror`` (RFC 7489 11.2).
+        reason: A human-readable explanation.
+        header_from: The RFC 5322 From domain evaluated.
+        policy_domain: Where the record was found ("" if none).
+        record: The record, if one was found.
+        policy: The policy that applies (``p`` or, for a subdomain, ``sp``); "" without record.
+        disposition: What the receiver should do after ``pct`` sampling: ``none``,
+            ``quarantine`` or ``reject`` (RFC 7489 6.6.4). Always ``none`` unless ``fail``.
+        spf_aligned: SPF passed for a domain aligned with header_from.
+        dkim_aligned: A DKIM signature passed for a domain aligned with header_from.
+    """
+
+    result: str
+    reason: str = ""
+    header_from: str = ""
+    policy_domain: str = ""
+    record: Record | None = None
+    policy: str = ""
+    disposition: str = POLICY_NONE
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+
+    def to_result(self) -> DMARCResult:
+        """The Authentication-Results entry (``dmarc=... header.from=...``)."""
+        return DMARCResult(value=self.result, reason=self.reason, header_from=self.header_from)
+
+
+async def evaluate(
+    header_from: str,
+    *,
+    spf_result: str = NONE,
+    spf_domain: str = "",
+    dkim: Sequence[Verification] = (),
+    resolver: dns.asyncresolver.Resolver | None = None,
+    rand: Callable[[], float] = random.random,
+) -> Evaluation:
+    """Evaluate DMARC for a message (RFC 7489 6.6).
+
+    Args:
+        header_from: The RFC 5322 From domain (see :func:`header_from_domain`).
+        spf_result: The SPF result for the MAIL FROM identity (``pass`` counts).
+        spf_domain: The domain SPF checked (MAIL FROM's, or HELO's for a null sender).
+        dkim: The DKIM verifications; passing ones count.
+        resolver: The resolver for ``_dmarc`` lookups.
+        rand: Returns a float in [0, 1) for ``pct`` sampling (injectable for tests).
+
+    Returns:
+        The Evaluation. A missing From domain is ``permerror``; no policy is ``none``.
+    """
+    domain = _normal(header_from)
+    if not domain:
+        return Evaluation(PERMERROR, "no usable RFC5322.From domain")
+    try:
+        record, policy_domain = await discover(domain, resolver)
+    except DMARCTempError as exc:
+        return Evaluation(TEMPERROR, f"DMARC lookup failed: {exc}", domain)
+    except DMARCRecordError as exc:
+        return Evaluation(PERMERROR, f"invalid DMARC record: {exc}", domain)
+    return verdict(
+        domain,
+        record,
+        policy_domain,
+        spf_result=spf_result,
+        spf_domain=spf_domain,
+        dkim=dkim,
+        rand=rand,
+    )
+
+
+def verdict(
+    header_from: str,
+    record: Record | None,
+    policy_domain: str,
+    *,
+    spf_result: str = NONE,
+    spf_domain: str = "",
+    dkim: Sequence[Verification] = (),
+    rand: Callable[[], float] = random.random,
+) -> Evaluation:
+    """The evaluation step of :func:`evaluate` once discovery is done (no I/O).
+
+    Args:
+        header_from: The RFC 5322 From domain.
+        record: The record :func:`discover` found, or None.
+        policy_domain: Where it was found.
+        spf_result: As for :func:`evaluate`.
+        spf_domain: As for :func:`evaluate`.
+        dkim: As for :func:`evaluate`.
+        rand: As for :func:`evaluate`.
+    """
+    domain = _normal(header_from)
+    if not domain:
+        return Evaluation(PERMERROR, "no usable RFC5322.From domain")
+    if record is None:
+        return Evaluation(NONE, "no DMARC policy", domain)
+
+    spf_ok = spf_result == PASS and aligned(spf_domain, domain, record.spf_alignment)
+    dkim_ok = any(v.passed and aligned(v.domain, domain, record.dkim_alignment) for v in dkim)
+    # RFC 7489 6.3 sp: applies when the record came from the Organizational Domain for a
+    # subdomain's mail.
+    policy = record.policy
+    if policy_domain != domain and record.subdomain_policy is not None:
+        policy = record.subdomain_policy
+    if spf_ok or dkim_ok:
+        how = " and ".join(n for n, ok in (("SPF", spf_ok), ("DKIM", dkim_ok)) if ok)
+        result, reason, disposition = PASS, f"aligned {how} passed", POLICY_NONE
+    else:
+        result, reason, disposition = FAIL, "no aligned SPF or DKIM pass", policy
+        percent = 100 if record.percent is None else record.percent
+        if policy != POLICY_NONE and not rand() * 100 < percent:
+            # RFC 7489 6.6.4: a message not sampled gets the next weaker policy.
+            disposition = POLICY_QUARANTINE if policy == POLICY_REJECT else POLICY_NONE
+    return Evaluation(
+        result,
+        reason,
+        header_from=domain,
+        policy_domain=policy_domain,
+        record=record,
+        policy=policy,
+        disposition=disposition,
+        spf_aligned=spf_ok,
+        dkim_aligned=dkim_ok,
+    )
+
+
+def header_from_domain(message: bytes) -> str:
+    """The RFC 5322 From domain of ``message`` (RFC 7489 6.6.1), or "" if unusable.
+
+    A message with no From field, several From fields, no address, or addresses in more
+    than one domain gives "" (DMARC then answers permerror).
+    """
+    values = [v for n, v in _header_fields(message) if n.lower() == "from"]
+    if len(values) != 1:
+        return ""
+    domains = {
+        _normal(addr.rpartition("@")[2])
+        for _, addr in email.utils.getaddresses([values[0]])
+        if "@" in addr
+    }
+    if len(domains) != 1:
+        return ""
+    return domains.pop()

@@ -1,0 +1,1 @@
+"""Test package (a package so that every conftest.py has a unique module name for mypy)."""
