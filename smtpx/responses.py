@@ -6,7 +6,7 @@ code, as ENHANCEDSTATUSCODES (RFC 2034) requires once it is advertised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CLASS_PERMANENT_FAILURE",
@@ -77,6 +77,7 @@ class Response:
     code: int
     enhanced: str
     text: str
+    _wire: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:
@@ -85,6 +86,9 @@ class Response:
             raise ValueError("reply text must not contain CR or NUL")
         if self.enhanced and self.enhanced[0] != str(self.code)[0]:
             raise ValueError(f"enhanced code {self.enhanced} does not match class of {self.code}")
+        # Replies are sent far more often than built: encode once (frozen, so set it directly).
+        wire = ("\r\n".join(self.lines()) + "\r\n").encode("utf-8")
+        object.__setattr__(self, "_wire", wire)
 
     @property
     def status_code(self) -> int:
@@ -113,7 +117,7 @@ class Response:
 
     def wire(self) -> bytes:
         """The reply as bytes ready to send, CRLF terminated."""
-        return ("\r\n".join(self.lines()) + "\r\n").encode("utf-8")
+        return self._wire
 
     def __str__(self) -> str:
         return "\r\n".join(self.lines())
