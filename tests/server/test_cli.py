@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import smtpx
@@ -34,6 +36,34 @@ def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 15) -
     raise AssertionError("server did not start")
 
 
+class Served:
+    """What a `smtpx serve` run left behind: its exit code and stderr."""
+
+    returncode: int | None = None
+    stderr = ""
+
+
+@contextlib.contextmanager
+def serve(maildir: Path, *flags: str) -> Iterator[tuple[int, Served]]:
+    """Run `python -m smtpx serve` on a free port until the block ends, then SIGTERM it."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "smtpx", "serve", "--addr", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        [*cmd, "--maildir", str(maildir), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    served = Served()
+    try:
+        wait_for_port(port, proc)
+        yield port, served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, served.stderr = proc.communicate(timeout=20)
+        served.returncode = proc.returncode
+
+
 def test_version_names_implementation() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "smtpx", "--version"], capture_output=True, text=True, check=True
@@ -42,35 +72,16 @@ def test_version_names_implementation() -> None:
 
 
 def test_serve_stores_maildir_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
     maildir = tmp_path / "maildir"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "smtpx",
-            "serve",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--maildir",
-            str(maildir),
-            "--hostname",
-            "sink.test",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        msg = b"Subject: cli\r\nFrom: a@example.com\r\n\r\nstored body\r\n"
-        with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as client:
-            client.sendmail("a@example.com", ["b@example.com"], msg)
-            client.sendmail("a@example.com", ["c@example.com", "d@example.com"], msg)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 0, stderr
+    msg = b"Subject: cli\r\nFrom: a@example.com\r\n\r\nstored body\r\n"
+    with (
+        serve(maildir, "--hostname", "sink.test") as (port, served),
+        smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as client,
+    ):
+        client.sendmail("a@example.com", ["b@example.com"], msg)
+        client.sendmail("a@example.com", ["c@example.com", "d@example.com"], msg)
+    assert served.returncode == 0, served.stderr
+    stderr = served.stderr
     files = sorted((maildir / "new").iterdir(), key=lambda p: p.stat().st_mtime_ns)
     assert len(files) == 2 and os.listdir(maildir / "tmp") == []
     stored = files[0].read_bytes()
@@ -97,38 +108,16 @@ def test_serve_refuses_bad_address() -> None:
 
 def test_serve_with_authres_uses_the_given_dns_server(tmp_path: Path) -> None:
     zone = {"example.com": [("TXT", '"v=spf1 ip4:127.0.0.1 -all"')]}
-    port = free_port()
     maildir = tmp_path / "maildir"
-    with LoopbackDNSServer(zone) as dns_server:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "smtpx",
-                "serve",
-                "--addr",
-                f"127.0.0.1:{port}",
-                "--maildir",
-                str(maildir),
-                "--hostname",
-                "mx.test",
-                "--authres",
-                "--dns-server",
-                f"{dns_server.host}:{dns_server.port}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_for_port(port, proc)
-            msg = b"Subject: ar\r\nFrom: a@example.com\r\n\r\nbody\r\n"
-            with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as c:
-                c.sendmail("a@example.com", ["b@example.net"], msg)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 0, stderr
+    msg = b"Subject: ar\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+    with LoopbackDNSServer(zone) as dns:
+        flags = ["--hostname", "mx.test", "--authres", "--dns-server", f"{dns.host}:{dns.port}"]
+        with (
+            serve(maildir, *flags) as (port, served),
+            smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as c,
+        ):
+            c.sendmail("a@example.com", ["b@example.net"], msg)
+    assert served.returncode == 0, served.stderr
     (stored,) = [p.read_bytes() for p in (maildir / "new").iterdir()]
     names = [
         line.split(b":", 1)[0]
