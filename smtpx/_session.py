@@ -1,8 +1,18 @@
 """One client connection: transport <-> protocol.Connection <-> handler chain.
 
-An ``asyncio.Protocol`` with one receive path and one write per batch of replies; no task or
-timer of its own except the task that runs the handler for a finished message. Deadlines are
-checked by the server's single sweeper (``Server._sweep``).
+An ``asyncio.BufferedProtocol`` that receives into the server's one shared buffer (the loop
+calls ``get_buffer`` and ``buffer_updated`` back to back, so no two connections ever use it at
+once) and writes one batch of replies per read; no timer of its own. Deadlines are checked by
+the server's single sweeper (``Server._sweep``).
+
+A connection goes through these phases, each bounded by ``Server.timeout``:
+
+1. PROXY header (``proxy_on`` only): read before anything is said, through a duplicate of
+   the socket so that not one byte after the header is consumed (an implicit-TLS ClientHello
+   may follow it in the same segment).
+2. TLS handshake (``tls_always_on`` only), through the loop's public ``start_tls``.
+3. Greeting and the SMTP dialogue, driven by the sans-IO ``protocol.Connection``; STARTTLS
+   upgrades the transport in the middle of it (RFC 3207).
 """
 
 from __future__ import annotations
@@ -10,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from . import responses as R
+from ._proxy import ProxyError, ProxyHeader, ProxyHeaderReader
 from .envelope import Envelope, TLSInfo
 from .protocol import (
     NEED_DATA,
@@ -30,7 +43,7 @@ from .responses import Response, ResponseError
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Session"]
+__all__ = ["Session", "in_networks", "tls_info"]
 
 
 def _addr(value: object) -> tuple[str, int]:
@@ -69,21 +82,34 @@ def in_networks(
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-class Session(asyncio.Protocol):
+# Input held while a reply is owed before the client is paused (flow control, RFC 2920).
+_MAX_HELD = 64 * 1024
+
+
+class Session(asyncio.BufferedProtocol):
     """The asyncio side of one SMTP connection."""
 
     __slots__ = (
+        "_close_after_reply",
         "_closing",
         "_deadline",
+        "_finished",
         "_handler_task",
+        "_kill_at",
         "_paused_reading",
         "_paused_writing",
+        "_proxy_header",
+        "_proxy_reader",
+        "_proxy_sock",
         "_server",
         "_shutdown_requested",
         "_tls",
+        "_tls_task",
+        "_xclient",
         "conn",
         "connection_id",
         "local_addr",
+        "peer_addr",
         "remote_addr",
         "transport",
     )
@@ -93,15 +119,26 @@ class Session(asyncio.Protocol):
         self.connection_id = connection_id
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
+        # remote_addr is the client as far as we know it (PROXY/XCLIENT may replace it);
+        # peer_addr is the TCP peer, which is the proxy when there is one.
         self.remote_addr: tuple[str, int] = ("", 0)
+        self.peer_addr: tuple[str, int] = ("", 0)
         self.local_addr: tuple[str, int] = ("", 0)
         self._tls: TLSInfo | None = None
         self._deadline = 0.0
+        self._kill_at = 0.0
         self._handler_task: asyncio.Task[None] | None = None
+        self._tls_task: asyncio.Task[None] | None = None
         self._paused_reading = False
         self._paused_writing = False
         self._closing = False
+        self._finished = False
         self._shutdown_requested = False
+        self._close_after_reply = False
+        self._proxy_reader: ProxyHeaderReader | None = None
+        self._proxy_sock: socket.socket | None = None
+        self._proxy_header: ProxyHeader | None = None
+        self._xclient: dict[str, str | None] = {}
 
     @property
     def logger(self) -> logging.Logger:
@@ -109,53 +146,77 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------------ lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         server = self._server
-        self.remote_addr = _addr(transport.get_extra_info("peername"))
+        self.remote_addr = self.peer_addr = _addr(transport.get_extra_info("peername"))
         self.local_addr = _addr(transport.get_extra_info("sockname"))
         if not server._register(self):
-            # RFC 5321 3.8: a server may refuse a connection with 421 instead of a greeting.
-            transport.write(R.ERROR_TOO_MANY_CLIENTS.wire())
+            self.logger.warning(
+                "connection %d from %s:%d refused: %d clients already connected",
+                self.connection_id,
+                *self.peer_addr,
+                server.max_clients,
+            )
+            if not server.tls_always_on:
+                # RFC 5321 3.8: a server may refuse a connection with 421 instead of 220.
+                # An implicit-TLS client would read it as a broken handshake: just close.
+                transport.write(R.ERROR_TOO_MANY_CLIENTS.wire())
             self._close()
             return
-        self._tls = tls_info(transport)
-        xclient = (
-            in_networks(self.remote_addr[0], server.xclient_trusted) if server.xclient_on else None
-        )
-        self.conn = Connection(
-            server._protocol_config, tls_active=self._tls is not None, xclient=xclient
-        )
-        self.logger.debug("connection %d from %s:%d", self.connection_id, *self.remote_addr)
-        if self._shutdown_requested or server._shutting_down:
-            self.conn.close(R.ERROR_SHUTDOWN)
-            self._flush()
-            self._close()
-            return
-        self.conn.greeting()
-        self._flush()
-        self._touch()
+        if server._shutting_down:
+            self._shutdown_requested = True
+        if server.proxy_on:
+            self._start_proxy()
+        elif server.tls_always_on:
+            self._start_implicit_tls()
+        else:
+            self._greet()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self.conn is not None and self.conn.state is not State.CLOSED:
             self.conn.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        # Idempotent: a failed STARTTLS handshake may or may not report connection_lost.
+        if self._finished:
+            return
+        self._finished = True
+        self._closing = True
+        self._stop_proxy_read()
         self._server._unregister(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._server._recv_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._server._recv_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None or self._closing:
             return
-        if conn.state is State.DATA:
+        state = conn.state
+        if state is State.DATA:
             self._touch()  # in DATA the timeout bounds silence, not the whole upload
         conn.receive_data(data)
+        if state is State.AWAIT_REPLY:
+            if conn.buffered > _MAX_HELD:
+                self._set_reading(False)  # resumed once the handler's reply is out
+            return
         self._process()
 
     def eof_received(self) -> bool | None:
-        if self.conn is not None:
-            self.conn.receive_data(b"")
-            self._process()
-        return None  # let the transport close itself
+        if self.conn is None:
+            return None
+        self.conn.receive_data(b"")
+        self._process()
+        # A client that half-closes right after the final dot still gets the handler's
+        # reply: keep the write side open until we close it ourselves (TLS cannot do this).
+        return None if self._closing or self._tls is not None else True
 
     def pause_writing(self) -> None:
         # The client does not read its replies: stop reading its commands until it does.
@@ -164,6 +225,126 @@ class Session(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused_writing = False
+        self._set_reading(True)
+
+    # ------------------------------------------------------ PROXY header phase
+    def _start_proxy(self) -> None:
+        server, transport = self._server, self.transport
+        assert transport is not None
+        if not in_networks(self.peer_addr[0], server.proxy_trusted):
+            self.logger.warning(
+                "connection %d from %s:%d: not a trusted PROXY peer, closed",
+                self.connection_id,
+                *self.peer_addr,
+            )
+            self._close()
+            return
+        # The transport must not read: the header is taken from a duplicate descriptor of
+        # the same socket, exactly up to its last byte.
+        transport.pause_reading()
+        self._paused_reading = True
+        raw = transport.get_extra_info("socket")
+        try:
+            self._proxy_sock = socket.socket(fileno=os.dup(raw.fileno()))
+            self._proxy_sock.setblocking(False)
+            self._server._get_loop().add_reader(self._proxy_sock.fileno(), self._proxy_readable)
+        except OSError as exc:  # e.g. EMFILE
+            self.logger.error(
+                "connection %d: cannot read PROXY header: %s", self.connection_id, exc
+            )
+            self._stop_proxy_read()
+            self._close()
+            return
+        self._proxy_reader = ProxyHeaderReader()
+        self._touch()
+
+    def _stop_proxy_read(self) -> None:
+        sock = self._proxy_sock
+        if sock is None:
+            return
+        self._proxy_sock = None
+        # Unregister before closing: epoll only forgets a descriptor by itself when every
+        # duplicate of it is closed, and the transport keeps the original.
+        self._server._get_loop().remove_reader(sock.fileno())
+        sock.close()
+
+    def _proxy_readable(self) -> None:
+        sock, reader = self._proxy_sock, self._proxy_reader
+        if sock is None or reader is None or self._closing:
+            return
+        try:
+            peeked = sock.recv(reader.peek_size(), socket.MSG_PEEK)
+            if not peeked:
+                raise ProxyError("connection closed before the PROXY header was complete")
+            header = reader.feed(sock.recv(reader.consumable(peeked)))
+        except (BlockingIOError, InterruptedError):
+            return
+        except (ProxyError, OSError) as exc:
+            self.logger.warning(
+                "connection %d from %s:%d: bad PROXY header, closed: %s",
+                self.connection_id,
+                *self.peer_addr,
+                exc,
+            )
+            self._stop_proxy_read()
+            self._close()
+            return
+        if header is None:
+            return
+        self._stop_proxy_read()
+        self._proxy_reader = None
+        self._proxy_header = header
+        if header.source is not None:
+            self.remote_addr = header.source
+            if header.destination is not None:
+                self.local_addr = header.destination
+        self.logger.debug(
+            "connection %d: PROXY v%d from %s:%d: client %s:%d%s",
+            self.connection_id,
+            header.version,
+            *self.peer_addr,
+            *self.remote_addr,
+            " (LOCAL)" if header.local else "",
+        )
+        if self._server.tls_always_on:
+            self._start_implicit_tls()
+        else:
+            self._greet()
+
+    # ---------------------------------------------------------------- greeting
+    def _start_implicit_tls(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        # Pause now, synchronously: the ClientHello must reach the TLS layer, not us.
+        transport.pause_reading()
+        self._paused_reading = True
+        self._deadline = 0.0  # start_tls enforces the handshake timeout itself
+        self._tls_task = asyncio.ensure_future(self._handshake(implicit=True))
+
+    def _greet(self) -> None:
+        server = self._server
+        if self._closing:
+            return
+        xclient = (
+            in_networks(self.remote_addr[0], server.xclient_trusted) if server.xclient_on else None
+        )
+        self.conn = conn = Connection(
+            server._protocol_config, tls_active=self._tls is not None, xclient=xclient
+        )
+        self.logger.debug(
+            "connection %d from %s:%d%s",
+            self.connection_id,
+            *self.remote_addr,
+            " (TLS)" if self._tls is not None else "",
+        )
+        if self._shutdown_requested:
+            conn.close(R.ERROR_SHUTDOWN)
+            self._flush()
+            self._close()
+            return
+        conn.greeting()
+        self._flush()
+        self._touch()
         self._set_reading(True)
 
     # ---------------------------------------------------------------- engine
@@ -175,8 +356,9 @@ class Session(asyncio.Protocol):
             if event is NEED_DATA:
                 break
             if isinstance(event, Message):
+                # Reading goes on while the handler runs: pipelined input is held by the core
+                # (paused past _MAX_HELD), which saves two epoll calls per message.
                 self._flush()
-                self._set_reading(False)
                 self._deadline = 0.0  # the handler's time is not the client's
                 self._handler_task = asyncio.ensure_future(self._run_handler(event))
                 return
@@ -184,12 +366,14 @@ class Session(asyncio.Protocol):
                 self._flush()
                 self._set_reading(False)
                 if event.discarded:
+                    # RFC 3207 5 / CVE-2011-0411: never act on plaintext sent after STARTTLS.
                     self.logger.warning(
                         "connection %d: discarded %d plaintext bytes pipelined after STARTTLS",
                         self.connection_id,
                         event.discarded,
                     )
-                self._handler_task = asyncio.ensure_future(self._start_tls())
+                self._deadline = 0.0  # start_tls enforces the handshake timeout itself
+                self._tls_task = asyncio.ensure_future(self._handshake(implicit=False))
                 return
             if isinstance(event, CloseConnection | ConnectionClosed):
                 if isinstance(event, ConnectionClosed) and event.in_data:
@@ -202,6 +386,11 @@ class Session(asyncio.Protocol):
                 return
             if isinstance(event, XClient):
                 self._apply_xclient(event)
+        if conn.state is State.CLOSED and not self._closing:
+            # The core gave up on this client by itself (e.g. a pipelining flood).
+            self._flush()
+            self._close()
+            return
         if self._flush():
             self._touch()
         if self._shutdown_requested and conn.idle:
@@ -219,17 +408,24 @@ class Session(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size() and self._server.timeout:
+                # A client that stops reading must not keep its slot: abort it later.
+                self._kill_at = self._server._loop_time() + self._server.timeout
 
     def _set_reading(self, on: bool) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        conn = self.conn
         want_paused = (
             not on
             or self._paused_writing
-            or (self.conn is not None and self.conn.state in (State.AWAIT_REPLY, State.STARTTLS))
+            or conn is None
+            or conn.state is State.STARTTLS
+            or (conn.state is State.AWAIT_REPLY and conn.buffered > _MAX_HELD)
         )
         if want_paused and not self._paused_reading:
             transport.pause_reading()
@@ -243,20 +439,59 @@ class Session(asyncio.Protocol):
         self._deadline = self._server._loop_time() + timeout if timeout else 0.0
 
     def check_deadline(self, now: float) -> None:
-        """Called by the server's sweeper: close with 421 4.4.2 when the client is too slow."""
-        if self._deadline and now >= self._deadline and not self._closing:
-            self.logger.info("connection %d: timeout", self.connection_id)
-            if self.conn is not None:
-                self.conn.close(R.ERROR_TIMEOUT)
-                self._flush()
+        """Called by the server's sweeper: enforce ``timeout`` (421 4.4.2, then close)."""
+        if self._kill_at and now >= self._kill_at:
+            self.abort()
+            return
+        if not self._deadline or now < self._deadline or self._closing:
+            return
+        self._deadline = 0.0
+        if self.conn is None:
+            self.logger.info(
+                "connection %d from %s:%d: no complete PROXY header in time, closed",
+                self.connection_id,
+                *self.peer_addr,
+            )
+            self._stop_proxy_read()
             self._close()
+            return
+        self.logger.info(
+            "connection %d from %s:%d: timeout in state %s",
+            self.connection_id,
+            *self.remote_addr,
+            self.conn.state.value,
+        )
+        self.conn.close(R.ERROR_TIMEOUT)
+        self._flush()
+        self._close()
 
     # -------------------------------------------------------------- shutdown
     def request_shutdown(self) -> None:
         """Close with 421 at the next point between commands (graceful shutdown)."""
         self._shutdown_requested = True
-        if self.conn is not None and self.conn.idle and self._handler_task is None:
+        if self.conn is None:
+            if self._tls_task is None or self._proxy_sock is not None:
+                self.abort()  # nothing was said yet: a PROXY header or no greeting
+            return  # a handshake in progress ends in _greet, which says 421
+        if self.conn.idle and self._handler_task is None and self._tls_task is None:
             self._say_goodbye()
+
+    def shutdown_deadline(self) -> asyncio.Task[None] | None:
+        """The shutdown deadline passed: drop the connection unless a handler is running.
+
+        A running handler is allowed to finish and its reply is sent before the connection
+        closes: its decision is final, and dropping the reply would make the client retry a
+        message that was already accepted.
+
+        Returns:
+            The handler task to wait for, if any.
+        """
+        task = self._handler_task
+        if task is not None and not task.done():
+            self._close_after_reply = True
+            return task
+        self.abort()
+        return None
 
     def _say_goodbye(self) -> None:
         if self.conn is not None and not self._closing:
@@ -265,8 +500,9 @@ class Session(asyncio.Protocol):
         self._close()
 
     def abort(self) -> None:
-        """Drop the connection now (shutdown deadline passed)."""
+        """Drop the connection now (deadlines passed)."""
         self._closing = True
+        self._stop_proxy_read()
         if self.transport is not None:
             self.transport.abort()
 
@@ -274,7 +510,7 @@ class Session(asyncio.Protocol):
     def _envelope(self, message: Message) -> Envelope:
         conn = self.conn
         assert conn is not None
-        return Envelope(
+        envelope = Envelope(
             remote_addr=self.remote_addr,
             local_addr=self.local_addr,
             hostname=self._server.hostname,
@@ -288,6 +524,12 @@ class Session(asyncio.Protocol):
             body_type=message.body_type,
             connection_id=self.connection_id,
         )
+        values: dict[str, Any] = envelope.values
+        if self._proxy_header is not None:
+            values["proxy"] = self._proxy_header
+        if self._xclient:
+            values["xclient"] = dict(self._xclient)
+        return envelope
 
     async def _run_handler(self, message: Message) -> None:
         envelope = self._envelope(message)
@@ -321,16 +563,17 @@ class Session(asyncio.Protocol):
             return
         conn.send(response)
         self._flush()
+        if self._close_after_reply:
+            self._close()
+            return
         self._touch()
         self._set_reading(True)
         self._process()  # commands pipelined after the final dot (RFC 2920)
 
-    async def _start_tls(self) -> None:
-        transport, conn, server = self.transport, self.conn, self._server
+    async def _handshake(self, *, implicit: bool) -> None:
+        transport, server = self.transport, self._server
         assert transport is not None
-        assert conn is not None
         assert server.tls is not None
-        self._deadline = 0.0  # start_tls enforces its own handshake timeout
         loop = asyncio.get_running_loop()
         try:
             new_transport = await loop.start_tls(
@@ -340,35 +583,55 @@ class Session(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=server.timeout or None,
             )
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-            self.logger.info("connection %d: TLS handshake failed: %s", self.connection_id, exc)
-            self._handler_task = None
-            self.abort()
+        except Exception as exc:  # any failure ends this connection only
+            self._tls_task = None
+            self.logger.info(
+                "connection %d from %s:%d: TLS handshake failed: %s",
+                self.connection_id,
+                *self.remote_addr,
+                str(exc) or type(exc).__name__,
+            )
+            transport.abort()
+            self._finish()
             return
-        self._handler_task = None
+        self._tls_task = None
         if new_transport is None or self._closing:
-            self.abort()
+            transport.abort()
+            self._finish()
             return
-        assert isinstance(new_transport, asyncio.Transport)
         self.transport = new_transport
         self._paused_reading = False
         self._tls = tls_info(new_transport)
-        conn.tls_established()
+        if implicit:
+            self._greet()
+            return
+        conn = self.conn
+        assert conn is not None
+        conn.tls_established()  # RFC 3207 4.2: forget everything but the connection identity
         self._touch()
         if self._shutdown_requested:
             self._say_goodbye()
 
     def _apply_xclient(self, event: XClient) -> None:
-        addr = event.attrs.get("ADDR")
-        port = event.attrs.get("PORT")
-        host, old_port = self.remote_addr
-        if addr is not None and addr != "[TEMPUNAVAIL]":
-            host = addr[5:] if addr[:5].upper() == "IPV6:" else addr
-        new_port = int(port) if port is not None and port.isdigit() else old_port
-        self.remote_addr = (host, new_port)
-        self.logger.info(
-            "connection %d: XCLIENT from trusted proxy, client is now %s:%d",
+        attrs = event.attrs
+        self._xclient.update(attrs)
+        host, port = self.remote_addr
+        addr = attrs.get("ADDR")
+        if addr is not None:
+            # Validated by the core: an IPv4 address or an (optionally "IPV6:"-tagged) IPv6 one.
+            host = ipaddress.ip_address(
+                addr[5:] if addr[:5].upper() == "IPV6:" else addr
+            ).compressed
+        value = attrs.get("PORT")
+        if value is not None:
+            port = int(value)
+        self.remote_addr = (host, port)
+        self.logger.debug(
+            "connection %d: XCLIENT from %s:%d: client %s:%d name=%s helo=%s",
             self.connection_id,
+            *self.peer_addr,
             host,
-            new_port,
+            port,
+            attrs.get("NAME") or "-",
+            attrs.get("HELO") or "-",
         )

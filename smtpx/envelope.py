@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import itertools
 import os
@@ -20,21 +21,33 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
 # A fold is CRLF followed by WSP; no other CR or LF may appear in a header value.
 _BAD_VALUE = re.compile(r"\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])|[\x00]")
 
-_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 _MACHINE = os.urandom(3)
+_pid = (os.getpid() & 0xFFFF).to_bytes(2, "big")
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = (os.getpid() & 0xFFFF).to_bytes(2, "big")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)  # workers must not share ids
 
 
 def new_envelope_id() -> str:
-    """A 20-character, time-ordered, unique id (rs/xid layout, as the Go package uses)."""
+    """A 20-character, time-ordered, unique id (rs/xid layout, as the Go package uses).
+
+    4 bytes of seconds, 3 random machine bytes, 2 of the pid and a 3-byte counter, in
+    base32hex (RFC 4648 7), lowercase.
+    """
     raw = (
         int(time.time()).to_bytes(4, "big")
         + _MACHINE
-        + (os.getpid() & 0xFFFF).to_bytes(2, "big")
+        + _pid
         + (next(_counter) & 0xFFFFFF).to_bytes(3, "big")
     )
-    n = int.from_bytes(raw, "big")
-    return "".join(_ALPHABET[(n >> (5 * i)) & 31] for i in range(19, -1, -1))
+    return base64.b32hexencode(raw)[:20].decode("ascii").lower()
 
 
 @dataclass(frozen=True, slots=True)

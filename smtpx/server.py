@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import gc
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Iterable, Sequence
@@ -41,6 +44,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_CLIENTS = 100
 DEFAULT_MAX_RECIPIENTS = 100
 DEFAULT_MAX_UNRECOGNIZED_COMMANDS = 5
+RECV_BUFFER_SIZE = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NETWORKS: tuple[Network, ...] = (
@@ -176,8 +180,12 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
+        self._graceful = True
         self._sweeper: asyncio.Task[None] | None = None
         self._shutting_down = False
+        # One receive buffer for every connection (see smtpx._session): no allocation per read.
+        self._recv_view = memoryview(bytearray(RECV_BUFFER_SIZE))
 
     # ------------------------------------------------------------ handler chain
     @property
@@ -231,6 +239,10 @@ class Server:
             return int(sock.getsockname()[1])
         raise RuntimeError("server is not listening")
 
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
     def _loop_time(self) -> float:
         assert self._loop is not None
         return self._loop.time()
@@ -243,62 +255,70 @@ class Server:
 
     def _unregister(self, session: Session) -> None:
         self._sessions.discard(session)
-        if self._shutting_down and not self._sessions and self._stopped is not None:
-            self._stopped.set()
+        if self._shutting_down and not self._sessions and self._drained is not None:
+            self._drained.set()
 
     def _new_session(self) -> Session:
         self._next_id += 1
         return Session(self, self._next_id)
 
     # --------------------------------------------------------------- serving
-    async def start(self, *, sock: socket.socket | None = None) -> None:
+    async def start(self, *, sock: socket.socket | Sequence[socket.socket] | None = None) -> None:
         """Bind and start accepting; returns once listening.
 
+        May be called again after ``shutdown`` has completed.
+
         Args:
-            sock: An already bound listening socket to use instead of ``addr``.
+            sock: Already bound listening socket(s) to use instead of ``addr``.
 
         Raises:
             OSError: The address could not be bound (state becomes START_ERROR).
-            RuntimeError: The server is already running.
+            RuntimeError: The server is running or still shutting down.
         """
         if self._state is ServerState.RUNNING:
             raise RuntimeError("server is already running")
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._shutting_down = False
+        self._drained = asyncio.Event()
         self._stopped = asyncio.Event()
-        ssl_ctx = self.tls if self.tls_always_on else None
-        handshake = self.timeout or None if ssl_ctx is not None else None
+        # TLS is never given to create_server: implicit TLS runs in the session, after the
+        # PROXY header (which precedes the handshake) and inside the client count.
         try:
             if sock is not None:
-                srv = await loop.create_server(
-                    self._new_session, sock=sock, ssl=ssl_ctx, ssl_handshake_timeout=handshake
-                )
+                socks = [sock] if isinstance(sock, socket.socket) else list(sock)
+                servers = [
+                    await loop.create_server(self._new_session, sock=s, backlog=1024) for s in socks
+                ]
             else:
                 host, port = parse_addr(self.addr)
-                srv = await loop.create_server(
-                    self._new_session,
-                    host,
-                    port,
-                    ssl=ssl_ctx,
-                    ssl_handshake_timeout=handshake,
-                    reuse_port=self.workers > 1 or None,
-                    backlog=1024,
-                )
+                servers = [
+                    await loop.create_server(
+                        self._new_session,
+                        host,
+                        port,
+                        reuse_port=self.workers > 1 or None,
+                        backlog=1024,
+                    )
+                ]
         except OSError:
             self._state = ServerState.START_ERROR
             raise
-        self._servers = [srv]
+        self._servers = servers
         self._state = ServerState.RUNNING
         if self.timeout:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
-            "smtpx listening on %s",
+            "smtpx listening on %s (pid %d)",
             ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets),
+            os.getpid(),
         )
 
     async def serve(self) -> None:
-        """Start (unless started) and run until ``shutdown`` completes."""
+        """Start (unless started) and run until ``shutdown`` completes.
+
+        After a shutdown, ``serve()`` starts the server again.
+        """
         if self._state is not ServerState.RUNNING:
             await self.start()
         assert self._stopped is not None
@@ -326,8 +346,10 @@ class Server:
     async def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting and close every session gracefully.
 
-        Sessions between commands get ``421 4.3.0`` and close; a message in DATA or in the
-        handler finishes and gets its reply first. At the deadline the rest are dropped.
+        Sessions between commands get ``421 4.3.0`` and close; a message in DATA finishes
+        and its client gets the handler's reply first. At the deadline every connection is
+        dropped, except that a handler already running is waited for and its reply sent: its
+        decision is final, and a lost 250 would make the client deliver the message twice.
 
         Args:
             timeout: Seconds to wait for sessions; None waits without limit.
@@ -337,28 +359,45 @@ class Server:
         """
         if self._state is not ServerState.RUNNING:
             return True
+        if self._shutting_down:
+            assert self._stopped is not None
+            await self._stopped.wait()
+            return self._graceful
         self._shutting_down = True
+        self._graceful = True
         for srv in self._servers:
             srv.close()
+        # CPython gh-109564: a connection accepted in the loop iteration before close() fails
+        # to attach to the closed server, and its socket stays open (the client hangs) until
+        # the cyclic garbage collector runs. Let those accept tasks run, then collect once.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
         for session in list(self._sessions):
             session.request_shutdown()
-        graceful = True
         if self._sessions:
-            assert self._stopped is not None
+            assert self._drained is not None
             try:
-                await asyncio.wait_for(self._stopped.wait(), timeout)
+                await asyncio.wait_for(self._drained.wait(), timeout)
             except asyncio.TimeoutError:
-                graceful = False
-                for session in list(self._sessions):
-                    session.abort()
+                self._graceful = False
+                running = [t for s in list(self._sessions) if (t := s.shutdown_deadline())]
+                if running:
+                    self.logger.warning(
+                        "shutdown deadline passed; waiting for %d running handlers", len(running)
+                    )
+                    # Those sessions close themselves once the reply is written.
+                    await asyncio.gather(*running, return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for srv in self._servers:
-            await srv.wait_closed()
+            # Python 3.12+ waits here for every transport; aborted ones close at once.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(srv.wait_closed(), 5)
         self._servers = []
-        self._sessions.clear()
         self._state = ServerState.STOPPED
         if self._stopped is not None:
             self._stopped.set()
-        return graceful
+        self.logger.info("smtpx stopped (%s)", "graceful" if self._graceful else "deadline")
+        return self._graceful

@@ -2,8 +2,9 @@
 
 The sdist must carry the ``.pyx``/``.pyi`` sources and no generated ``.c``; the wheel and the
 sdist are each installed into a fresh virtual environment (under ``tmp_path``) where a message
-goes through ``DataReader``. Under ``SMTPX_NO_EXTENSIONS`` the build is pure (a ``py3-none-any`` wheel and
-a banner on stderr); otherwise the wheel is compiled and the smoke test sees ``cython``.
+goes through ``DataReader``. Under ``SMTPX_NO_EXTENSIONS`` the build is pure (a
+``py3-none-any`` wheel and a banner on stderr); otherwise the wheel is compiled and the smoke
+test sees ``cython``.
 """
 
 from __future__ import annotations

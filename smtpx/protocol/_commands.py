@@ -106,6 +106,11 @@ def split_path_and_params(arg: str, prefix: str) -> tuple[str, str]:
     if arg[: len(prefix)].upper() != prefix:
         raise CommandSyntaxError(FAIL_SYNTAX_ERROR)
     rest = arg[len(prefix) :].lstrip(" ")  # "MAIL FROM: <a@b>" is common; tolerate it
+    if rest.startswith("<") and '"' not in rest:
+        end = rest.find(">")  # no quoted local part: the first ">" closes the path
+        if end < 0:
+            raise CommandSyntaxError(FAIL_INVALID_ADDRESS)
+        return rest[: end + 1], rest[end + 1 :]
     if rest.startswith("<"):
         # The path ends at the first ">" outside a quoted local part.
         in_quote = escaped = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from smtpx import responses as R
 from smtpx._impl import DataReader
 from smtpx.address import Address
@@ -44,6 +46,25 @@ _XCLIENT_DENIED = R.Response(550, "5.7.0", "Insufficient authorization")
 _TOO_MUCH_INPUT = R.Response(421, "4.7.0", "Too much pipelined input, closing connection")
 _MAX_PIPELINED = 1024 * 1024
 _XCLIENT_IN_TRANSACTION = R.Response(503, "5.5.1", "XCLIENT not allowed inside a transaction")
+_XCLIENT_BAD_VALUE = R.Response(501, "5.5.4", "Bad XCLIENT attribute value")
+
+
+def _xclient_valid(name: str, value: str) -> bool:
+    # Postfix XCLIENT_README: ADDR/DESTADDR are IPv4 or "IPV6:"-tagged IPv6 addresses
+    # (a bare IPv6 address is tolerated), PORT/DESTPORT decimal TCP ports;
+    # [TEMPUNAVAIL] is only meaningful for NAME.
+    if name in ("ADDR", "DESTADDR"):
+        text = value[5:] if value[:5].upper() == "IPV6:" else value
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return True
+    if name in ("PORT", "DESTPORT"):
+        return value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535
+    if name == "HELO" or name == "NAME":
+        return value.isprintable() and value.isascii()
+    return True
 
 
 class ProtocolError(Exception):
@@ -158,6 +179,11 @@ class Connection:
             and not self._discarding
             and self._pending is None
         )
+
+    @property
+    def buffered(self) -> int:
+        """Input bytes held, not yet parsed (e.g. commands pipelined while a reply is owed)."""
+        return len(self._buf) - self._pos
 
     @property
     def in_transaction(self) -> bool:
@@ -465,7 +491,15 @@ class Connection:
             if not eq or name not in _XCLIENT_ATTRS:
                 raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
             decoded = xtext_decode(value)
-            attrs[name] = None if decoded.upper() == "[UNAVAILABLE]" else decoded
+            if decoded.upper() == "[UNAVAILABLE]":
+                attrs[name] = None
+            elif (decoded.upper() == "[TEMPUNAVAIL]" and name == "NAME") or _xclient_valid(
+                name, decoded
+            ):
+                attrs[name] = decoded
+            else:
+                self._reply(_XCLIENT_BAD_VALUE)
+                return None
         if not attrs:
             raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
         # Postfix XCLIENT_README: the session starts over and the server greets again.

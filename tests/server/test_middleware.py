@@ -8,7 +8,6 @@ import smtplib
 from collections.abc import Callable
 
 import pytest
-from tests.server.serverthread import ServerThread
 
 from smtpx import Envelope, HandlerFunc, Middleware, Response, new_response
 from smtpx.middleware import (
@@ -18,6 +17,7 @@ from smtpx.middleware import (
     logger,
     recover,
 )
+from tests.server.serverthread import ServerThread
 
 MSG = b"Subject: Test\r\nFrom: from@example.com\r\n\r\nbody\r\n"
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 
 import pytest
-from tests.server.serverthread import ServerThread
 
 from smtpx import Envelope, Response, ResponseError, new_response, responses
 from smtpx.address import Address
+from tests.server.serverthread import ServerThread
 
 MSG = (
     b"Subject: Test Email\r\nFrom: sender@example.com\r\nTo: recipient@example.com\r\n"

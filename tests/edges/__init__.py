@@ -1,0 +1,1 @@
+"""Production edges: TLS, PROXY, XCLIENT, timeouts, limits, shutdown, scale-out."""
