@@ -29,6 +29,7 @@ from .responses import Response as Response
 from .responses import ResponseError as ResponseError
 from .responses import new_response as new_response
 from .responses import wrap_response as wrap_response
+from .server import ClientInfo as ClientInfo
 from .server import Server as Server
 from .server import ServerState as ServerState
 
@@ -60,6 +61,7 @@ __all__ = [
     "VERSION",
     "Address",
     "BareLineEndingError",
+    "ClientInfo",
     "DataReader",
     "Envelope",
     "Handler",

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from . import responses as R
@@ -43,7 +44,26 @@ from .responses import Response, ResponseError
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Session", "in_networks", "tls_info"]
+__all__ = ["ClientInfo", "Session", "in_networks", "tls_info"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """One connection as ``Server.clients()`` reports it.
+
+    Attributes:
+        connection_id: Counts up from 1 per server.
+        remote_addr: The client (as PROXY or XCLIENT told us, else the TCP peer).
+        state: Where the dialogue is; None before the greeting (PROXY header, TLS handshake).
+        helo: The HELO/EHLO name, "" before it.
+        tls: Whether the connection is encrypted.
+    """
+
+    connection_id: int
+    remote_addr: tuple[str, int]
+    state: State | None
+    helo: str
+    tls: bool
 
 
 def _addr(value: object) -> tuple[str, int]:
@@ -143,6 +163,17 @@ class Session(asyncio.BufferedProtocol):
     @property
     def logger(self) -> logging.Logger:
         return self._server.logger
+
+    def info(self) -> ClientInfo:
+        """What ``Server.clients()`` shows of this connection."""
+        conn = self.conn
+        return ClientInfo(
+            self.connection_id,
+            self.remote_addr,
+            None if conn is None else conn.state,
+            "" if conn is None else conn.helo,
+            self._tls is not None,
+        )
 
     # ------------------------------------------------------------ lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Sequence
 
-from ._session import Session
+from ._session import ClientInfo, Session
 from .handler import (
     NOOP_HANDLER,
     Handler,
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_UNRECOGNIZED_COMMANDS",
     "DEFAULT_TIMEOUT",
     "LOOPBACK_NETWORKS",
+    "ClientInfo",
     "Server",
     "ServerState",
     "parse_addr",
@@ -226,6 +227,10 @@ class Server:
     def active_clients(self) -> int:
         """Connections open right now (Go ``GetActiveClientsCount``)."""
         return len(self._sessions)
+
+    def clients(self) -> list[ClientInfo]:
+        """A snapshot of every open connection and where it is in the SMTP dialogue."""
+        return [session.info() for session in self._sessions]
 
     @property
     def sockets(self) -> list[socket.socket]:

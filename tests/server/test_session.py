@@ -11,6 +11,7 @@ import pytest
 
 from smtpx import Envelope, Response, ResponseError, new_response, responses
 from smtpx.address import Address
+from smtpx.protocol import State
 from tests.server.serverthread import ServerThread
 
 MSG = (
@@ -344,3 +345,18 @@ def test_active_clients_and_state(server: ServerThread) -> None:
     while server.server.active_clients and time.monotonic() < deadline:
         time.sleep(0.01)
     assert server.server.active_clients == 0
+
+
+def test_clients_snapshot_shows_states(server: ServerThread) -> None:
+    with server.raw() as c:
+        c.reply()
+        c.cmd(b"EHLO c.test\r\n")
+        c.cmd(b"MAIL FROM:<a@b.c>\r\n")
+        c.cmd(b"RCPT TO:<r@x.y>\r\n")
+        c.cmd(b"DATA\r\n")
+        (info,) = server.server.clients()
+        assert info.state is State.DATA
+        assert info.helo == "c.test"
+        assert info.remote_addr[0] == "127.0.0.1"
+        assert not info.tls
+        assert info.connection_id >= 1
