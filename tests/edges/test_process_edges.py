@@ -13,9 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
+import smtpx
 from tests.edges.edgeutil import stop_process, wait_until
 
-ROOT = Path(__file__).parents[2]
+# The smtpx these tests imported (the installed wheel under tox, the tree otherwise).
+SMTPX_PATH = str(Path(smtpx.__file__).resolve().parents[1])
 LISTENING = re.compile(r"smtpx listening on 127\.0\.0\.1:(\d+) \(pid (\d+)\)")
 
 
@@ -35,9 +37,9 @@ class Served:
             )
             + f"from smtpx.cli import main\nsys.exit(main({argv!r}))\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": SMTPX_PATH}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stderr=subprocess.PIPE, env=env, cwd=ROOT
+            [sys.executable, "-c", code], stderr=subprocess.PIPE, env=env, cwd=maildir.parent
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -17,6 +17,11 @@ import smtpx
 from smtpx import authres
 from tests.authres.dnsserver import LoopbackDNSServer
 
+# Run the smtpx these tests imported (the installed wheel under tox, the tree otherwise), from
+# a folder where `python -m` cannot pick up the source tree by accident.
+SMTPX_PATH = str(Path(smtpx.__file__).resolve().parents[1])
+ENV = {**os.environ, "PYTHONPATH": SMTPX_PATH}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -50,6 +55,8 @@ def serve(maildir: Path, *flags: str) -> Iterator[tuple[int, Served]]:
     cmd = [sys.executable, "-m", "smtpx", "serve", "--addr", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(
         [*cmd, "--maildir", str(maildir), *flags],
+        cwd=maildir.parent,
+        env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -64,9 +71,14 @@ def serve(maildir: Path, *flags: str) -> Iterator[tuple[int, Served]]:
         served.returncode = proc.returncode
 
 
-def test_version_names_implementation() -> None:
+def test_version_names_implementation(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "smtpx", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "smtpx", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=ENV,
     ).stdout
     assert out.strip() == f"smtpx {smtpx.__version__} ({smtpx.IMPLEMENTATION} implementation)"
 
@@ -95,9 +107,11 @@ def test_serve_stores_maildir_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert len(lines) == 2 and "from=a@example.com" in lines[0]
 
 
-def test_serve_refuses_bad_address() -> None:
+def test_serve_refuses_bad_address(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "smtpx", "serve", "--addr", "nonsense"],
+        cwd=tmp_path,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=30,
