@@ -157,6 +157,10 @@ class ServerSpec:
     argv: Callable[[int, str], list[str]]  # (port, stats path) -> command
     env: dict[str, str] = field(default_factory=dict)
     counts_via: str = "stats"  # "stats" (SIGUSR2 -> JSON file) or "smtp-sink" (its -c output)
+    # Processes the server runs as (a forking server: parent + workers). Above 1, the harness
+    # signals each of them for its own stats file (PATH.<pid>) and sums CPU time and RSS over
+    # the whole process tree.
+    processes: int = 1
     probe: tuple[str, ...] = ()  # command that must exit 0 for the server to be available
     need: tuple[str, ...] = ()  # executables that must be on PATH
 
@@ -171,14 +175,16 @@ def _python_env(extra: dict[str, str], smtpx_path: str | None = None) -> dict[st
     return env
 
 
-def server_specs(smtpx_path: str) -> dict[str, ServerSpec]:
+def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
     py = sys.executable
     sink = SERVERS_DIR
 
-    def smtpx(name: str, pure: bool, loop: str) -> ServerSpec:
+    def smtpx(name: str, pure: bool, loop: str, workers: int = 1) -> ServerSpec:
         extra = {"SMTPX_NO_EXTENSIONS": "1"} if pure else {}
         env = _python_env(extra, smtpx_path)
         check = "import smtpx.server" + ("; import uvloop" if loop == "uvloop" else "")
+        if workers > 1:
+            check += "; import smtpx._runner"
         return ServerSpec(
             name=name,
             family="smtpx",
@@ -191,9 +197,13 @@ def server_specs(smtpx_path: str) -> dict[str, ServerSpec]:
                 stats,
                 "--loop",
                 loop,
+                "--workers",
+                str(workers),
             ],
             env=env,
             probe=(py, "-c", check),
+            # smtpx's forking runner: the parent stays (it waits for the workers).
+            processes=workers + 1 if workers > 1 else 1,
         )
 
     def pysink(name: str, script: str, check: str) -> ServerSpec:
@@ -217,6 +227,17 @@ def server_specs(smtpx_path: str) -> dict[str, ServerSpec]:
         smtpx("smtpx-pure", True, "asyncio"),
         smtpx("smtpx-uvloop", False, "uvloop"),
         smtpx("smtpx-pure-uvloop", True, "uvloop"),
+    ]
+    # Issue 6 part 3: worker processes sharing one port (SO_REUSEPORT) through smtpx's forking
+    # runner; "-workers2" always exists, --workers N adds "-workersN".
+    for n in sorted({2, workers} - {1}):
+        specs += [
+            smtpx(f"smtpx-workers{n}", False, "asyncio", n),
+            smtpx(f"smtpx-workers{n}-uvloop", False, "uvloop", n),
+            smtpx(f"smtpx-pure-workers{n}", True, "asyncio", n),
+            smtpx(f"smtpx-pure-workers{n}-uvloop", True, "uvloop", n),
+        ]
+    specs += [
         pysink("aiosmtpd", "aiosmtpd_sink.py", "import aiosmtpd.smtp"),
         pysink("stdlib", "stdlib_smtpd_sink.py", "import smtpd, asyncore"),
         ServerSpec(
@@ -294,7 +315,12 @@ def _spawn(
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """Stop one process this harness started: SIGTERM, then SIGKILL after `grace` seconds."""
+    """Stop one process this harness started: SIGTERM, then SIGKILL after `grace` seconds.
+
+    A forking server passes SIGTERM on to its workers; any worker still alive once the parent
+    is gone (it was killed, or it left them behind) is killed by PID.
+    """
+    descendants = process_tree(proc.pid)[1:] if proc.poll() is None else []
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -302,8 +328,25 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(grace)
+    for pid in descendants:
+        deadline = time.monotonic() + grace
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _pid_alive(pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     if proc in _STARTED:
         _STARTED.remove(proc)
+
+
+def _pid_alive(pid: int) -> bool:
+    # The workers are not our children (their parent reaps them, or init once it is gone), so
+    # poll /proc; a zombie counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def stop_all() -> None:
@@ -316,6 +359,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants (from the PPid of every process in /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(entry))
+    out = [root]
+    for pid in out:  # grows while iterating: breadth-first
+        out.extend(parents.get(pid, ()))
+    return out
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -361,6 +422,24 @@ class RunningServer:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        if self.spec.processes == 1:
+            return [self.proc.pid]
+        pids = process_tree(self.proc.pid)
+        if len(pids) != self.spec.processes:
+            raise ServerFailed(f"expected {self.spec.processes} processes, found {pids}")
+        return pids
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server so far: every process of its tree."""
+        return sum(proc_cpu_seconds(p) for p in self.pids())
+
+    def status_kib(self, key: str) -> int:
+        """A /proc/<pid>/status size (VmRSS, VmHWM), summed over the tree. For a forking
+        server this counts pages the workers still share with the parent once per process,
+        so it overstates the memory used (by about the parent's RSS per worker)."""
+        return sum(proc_status_kib(p, key) for p in self.pids())
 
     def stderr_tail(self) -> str:
         try:
@@ -414,7 +493,15 @@ def wait_ready(server: RunningServer, timeout: float) -> None:
                     raise ServerFailed(f"unexpected greeting {greeting[:80]!r}")
                 s.sendall(b"QUIT\r\n")
                 _read_line(s, time.monotonic() + 5.0)
-                return
+            # A forking server may greet from its first worker before the last one exists.
+            while len(process_tree(server.proc.pid)) < server.spec.processes:
+                if time.monotonic() > deadline or not server.alive():
+                    raise ServerFailed(
+                        f"only {process_tree(server.proc.pid)} of {server.spec.processes}"
+                        f" processes: {server.stderr_tail()}"
+                    )
+                time.sleep(0.02)
+            return
         except ConnectionRefusedError as exc:
             last = exc  # not listening yet
             time.sleep(0.025)
@@ -437,17 +524,32 @@ def received_counts(server: RunningServer) -> tuple[int, int | None, str]:
         text = server.stdout_path.read_text(errors="replace")
         found = re.findall(r"mesg=(\d+)", text)
         return (int(found[-1]) if found else 0), None, "postfix smtp-sink"
-    server.stats_path.unlink(missing_ok=True)
-    server.proc.send_signal(signal.SIGUSR2)
+    if server.spec.processes > 1:
+        # Every process counts its own messages into PATH.<pid> (the parent writes zeros).
+        pids = server.pids()
+        paths = [Path(f"{server.stats_path}.{pid}") for pid in pids]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR2)
+    else:
+        paths = [server.stats_path]
+        paths[0].unlink(missing_ok=True)
+        server.proc.send_signal(signal.SIGUSR2)
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        if server.stats_path.exists():
-            data = json.loads(server.stats_path.read_text())
-            return int(data["messages"]), int(data["bytes"]), str(data.get("impl", "?"))
+        if all(path.exists() for path in paths):
+            stats = [json.loads(path.read_text()) for path in paths]
+            return (
+                sum(int(d["messages"]) for d in stats),
+                sum(int(d["bytes"]) for d in stats),
+                str(stats[0].get("impl", "?")),
+            )
         if not server.alive():
             break
         time.sleep(0.01)
-    raise ServerFailed(f"no stats after SIGUSR2: {server.stderr_tail()}")
+    missing = [p.name for p in paths if not p.exists()]
+    raise ServerFailed(f"no stats after SIGUSR2 ({missing}): {server.stderr_tail()}")
 
 
 # --------------------------------------------------------------------------- runs
@@ -512,7 +614,6 @@ def drive(server: RunningServer, conc: int, size: int, count: int, timeout: floa
 def run_load(
     server: RunningServer, cell: Cell, run: Run, timeout: float, seconds: float, warm_seconds: float
 ) -> None:
-    pid = server.proc.pid
     # Untimed warm-up on the same cell for about warm_seconds: Node's JIT tiers need about a
     # second to settle, CPython's specialising interpreter much less. The last warm-up batch's
     # rate sizes the timed batch.
@@ -530,7 +631,7 @@ def run_load(
         more = round(rate * min(0.5, warm_seconds - warm_time))
         batch = max(cell.warm, min(cell.max_count, more))
     run.sent = cell.timed_count(rate, seconds)
-    cpu0 = proc_cpu_seconds(pid)
+    cpu0 = server.cpu_seconds()
     client0 = children_cpu_seconds()
     busy0 = machine_busy_seconds()
     wall = drive(server, cell.conc, cell.size, run.sent, timeout)
@@ -539,11 +640,11 @@ def run_load(
     run.client_cpu_s = children_cpu_seconds() - client0
     if not server.alive():
         raise ServerFailed(f"server died: {server.stderr_tail()}")
-    run.cpu_s = proc_cpu_seconds(pid) - cpu0
+    run.cpu_s = server.cpu_seconds() - cpu0
     # Whatever else ran meanwhile (other users of a shared machine, the harness itself): a
     # high value means the cell was measured on a busy machine.
     run.other_cpu_pct = 100 * max(0.0, busy - run.cpu_s - run.client_cpu_s) / wall
-    run.peak_rss_kib = proc_status_kib(pid, "VmHWM")
+    run.peak_rss_kib = server.status_kib("VmHWM")
     received, received_bytes, run.impl = received_counts(server)
     run.received = received - warm_sent
     run.received_bytes = received_bytes
@@ -558,10 +659,9 @@ def run_load(
 
 def run_idle(server: RunningServer, cell: Cell, run: Run, timeout: float) -> None:
     """Open cell.conc connections that read the greeting and idle; RSS growth per connection."""
-    pid = server.proc.pid
     time.sleep(0.2)
-    rss0 = proc_status_kib(pid, "VmRSS")
-    cpu0 = proc_cpu_seconds(pid)
+    rss0 = server.status_kib("VmRSS")
+    cpu0 = server.cpu_seconds()
     socks: list[socket.socket] = []
     sel = selectors.DefaultSelector()
     deadline = time.monotonic() + timeout
@@ -601,9 +701,9 @@ def run_idle(server: RunningServer, cell: Cell, run: Run, timeout: float) -> Non
         time.sleep(0.5)
         if not server.alive():
             raise ServerFailed(f"server died: {server.stderr_tail()}")
-        rss1 = proc_status_kib(pid, "VmRSS")
-        run.peak_rss_kib = proc_status_kib(pid, "VmHWM")
-        run.cpu_s = proc_cpu_seconds(pid) - cpu0
+        rss1 = server.status_kib("VmRSS")
+        run.peak_rss_kib = server.status_kib("VmHWM")
+        run.cpu_s = server.cpu_seconds() - cpu0
         run.idle_kib_per_conn = (rss1 - rss0) / cell.conc
         run.ok = True
     finally:
@@ -794,21 +894,83 @@ def report(
 
     ours = [s for s in servers if specs[s].family == "smtpx"]
     peers = [s for s in servers if specs[s].family != "smtpx"]
-    if ours:
-        pairs = [(a, b) for a in ours for b in peers]
-        pairs += [(a, b) for i, a in enumerate(ours) for b in ours[i + 1 :]]
+    # One row per (cell, smtpx variant): its ratio to every peer, and to the first smtpx
+    # variant listed (so "smtpx-workers2 vs smtpx" reads as the gain from the second worker).
+    others = ours[1:]
+    if ours and (peers or others):
+        header = ["cell", "smtpx variant", *[f"/ {b}" for b in peers]]
+        if others:
+            header.append(f"/ {ours[0]}")
         rows = []
         for cell in cells:
-            row = [f"{cell.label}: {cell_metric(cell)}"]
-            for a, b in pairs:
+            for a in ours:
+                row = [f"{cell.label}: {cell_metric(cell)}", a]
                 va = primary(cell, summary[(cell.label, a)])
-                vb = primary(cell, summary[(cell.label, b)])
-                row.append(f"{va / vb:.2f}x" if va is not None and vb else "-")
-            rows.append(row)
-        if pairs:
-            parts.append("\nRatios (first / second; for KiB RSS each, lower is better):\n")
-            parts.append(table(["cell", *[f"{a} / {b}" for a, b in pairs]], rows))
+                for b in [*peers, *([ours[0]] if others else [])]:
+                    vb = primary(cell, summary[(cell.label, b)])
+                    row.append(f"{va / vb:.2f}x" if va is not None and vb and a != b else "")
+                rows.append(row)
+        parts.append(
+            "\nRatios (row's server / column's server; for KiB RSS each, lower is better):\n"
+        )
+        parts.append(table(header, rows))
+    targets = target_report(summary, cells, servers, runs)
+    if targets:
+        parts.append("\nIssue 6 targets (one process, compiled, default loop unless said):\n")
+        parts.append(targets)
     return "\n".join(parts)
+
+
+def target_report(
+    summary: dict[tuple[str, str], dict[str, float | str]],
+    cells: Sequence[Cell],
+    servers: Sequence[str],
+    runs: Sequence[Run],
+) -> str:
+    """Issue 6's targets, as far as this run measured them: one table row per target."""
+    by_label = {c.label: c for c in cells}
+
+    def value(label: str, server: str) -> float | None:
+        if label not in by_label or server not in servers:
+            return None
+        return primary(by_label[label], summary[(label, server)])
+
+    rows: list[list[str]] = []
+
+    def ratio(label: str, a: str, b: str, want: float, what: str) -> None:
+        va, vb = value(label, a), value(label, b)
+        if va is None or not vb:
+            return
+        got = va / vb
+        rows.append([what, f">= {want:g}x", f"{got:.2f}x", "met" if got >= want else "NOT met"])
+
+    ratio("c20 1 KiB", "smtpx", "node", 1.0, "c20 1 KiB msgs/s: smtpx / node")
+    ratio("c20 1 KiB", "smtpx", "aiosmtpd", 4.0, "c20 1 KiB msgs/s: smtpx / aiosmtpd")
+    ratio("c20 100 KiB", "smtpx", "node", 1.0, "c20 100 KiB MB/s: smtpx / node")
+    ratio("c20 5 MiB", "smtpx", "node", 1.0, "c20 5 MiB MB/s: smtpx / node")
+    for cell in cells:
+        if cell.kind == "load":
+            what = f"{cell.label} {cell_metric(cell)}: smtpx-pure / aiosmtpd"
+            ratio(cell.label, "smtpx-pure", "aiosmtpd", 2.0, what)
+        else:  # less memory is better: aiosmtpd's KiB per connection over pure smtpx's
+            what = f"{cell.label} KiB each: aiosmtpd / smtpx-pure"
+            ratio(cell.label, "aiosmtpd", "smtpx-pure", 2.0, what)
+    for cell in cells:
+        if cell.kind == "idle":
+            for name in ("smtpx", "smtpx-pure"):
+                v = value(cell.label, name)
+                if v is not None:
+                    ok = "met" if v <= 10.0 else "NOT met"
+                    rows.append([f"{cell.label}: {name} KiB RSS each", "<= 10", fmt_num(v), ok])
+    ours = [r for r in runs if r.server.startswith("smtpx")]
+    if ours:
+        lost = [r for r in ours if r.error.startswith("LOST")]
+        failed = [r for r in ours if not r.ok]
+        got = f"{len(lost)} lost, {len(failed)} failed of {len(ours)} smtpx runs"
+        rows.append(
+            ["nothing lost (smtpx, every variant)", "0", got, "NOT met" if failed else "met"]
+        )
+    return table(["target", "want", "got", ""], rows) if rows else ""
 
 
 def machine_description() -> dict[str, str]:
@@ -873,6 +1035,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="asyncio",
         help="event loop for the smtpx servers (uvloop must be importable)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the smtpx servers named in --servers as N processes on one port "
+        "(smtpx's forking runner, SO_REUSEPORT): smtpx becomes smtpx-workersN (default: 1)",
+    )
     p.add_argument("--smtpx-path", default=str(REPO), help="put on PYTHONPATH for the smtpx sinks")
     p.add_argument(
         "--seconds",
@@ -909,6 +1078,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error("--reps must be >= 1")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
     return args
 
 
@@ -917,11 +1088,15 @@ def select_servers(args: argparse.Namespace, specs: dict[str, ServerSpec]) -> li
     out: list[str] = []
     for name in wanted:
         variants = [name]
-        if specs.get(name) is not None and specs[name].family == "smtpx" and "uvloop" not in name:
+        mine = specs.get(name) is not None and specs[name].family == "smtpx"
+        if mine and args.workers > 1 and "-workers" not in name:
+            base, uv, _ = name.partition("-uvloop")
+            variants = [f"{base}-workers{args.workers}{uv}"]
+        if mine and args.loop != "asyncio" and "uvloop" not in name:
             if args.loop == "uvloop":
-                variants = [f"{name}-uvloop"]
-            elif args.loop == "both":
-                variants = [name, f"{name}-uvloop"]
+                variants = [f"{v}-uvloop" for v in variants]
+            else:
+                variants = [x for v in variants for x in (v, f"{v}-uvloop")]
         for v in variants:
             if v not in specs:
                 sys.exit(f"unknown server {v!r}; known: {', '.join(specs)}")
@@ -934,7 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("smtp-source") is None:
         sys.exit("smtp-source not found: install Debian's postfix package (see bench/README.md)")
-    specs = server_specs(args.smtpx_path)
+    specs = server_specs(args.smtpx_path, args.workers)
     servers: list[str] = []
     for name in select_servers(args, specs):
         why = unavailable_reason(specs[name])

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -100,6 +101,32 @@ def in_networks(
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip.version == net.version and ip in net for net in networks)
+
+
+async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
+    """Finish ``coro``, whose first step already ran outside a task, as a task would.
+
+    ``blocked_on`` is what that step yielded: the future it waits for (``await fut`` yields
+    the future itself) or None for a bare yield such as ``asyncio.sleep(0)``.
+    """
+    while True:
+        try:
+            if blocked_on is None:
+                await asyncio.sleep(0)
+            elif not blocked_on.done():
+                # Wait for it without taking its outcome: ``coro`` reads that itself when it
+                # resumes (Future.__await__ returns ``result()``, raising as it should).
+                await asyncio.wait((blocked_on,))
+        except asyncio.CancelledError as exc:
+            try:
+                blocked_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return
 
 
 # Input held while a reply is owed before the client is paused (flow control, RFC 2920).
@@ -391,7 +418,7 @@ class Session(asyncio.BufferedProtocol):
                 # (paused past _MAX_HELD), which saves two epoll calls per message.
                 self._flush()
                 self._deadline = 0.0  # the handler's time is not the client's
-                self._handler_task = asyncio.ensure_future(self._run_handler(event))
+                self._start_handler(event)
                 return
             if isinstance(event, StartTLS):
                 self._flush()
@@ -561,6 +588,16 @@ class Session(asyncio.BufferedProtocol):
         if self._xclient:
             values["xclient"] = dict(self._xclient)
         return envelope
+
+    def _start_handler(self, message: Message) -> None:
+        # Run the handler's first step right here instead of in a new task: a handler that
+        # never waits (the common case) then costs no task and no extra loop turn.
+        coro = self._run_handler(message)
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return
+        self._handler_task = asyncio.ensure_future(_resume(coro, blocked_on))
 
     async def _run_handler(self, message: Message) -> None:
         envelope = self._envelope(message)

@@ -80,11 +80,11 @@ class Envelope:
 
     __slots__ = (
         "_data",
+        "_envelope_id",
         "_joined",
         "_trace",
         "body_type",
         "connection_id",
-        "envelope_id",
         "error",
         "esmtp",
         "helo",
@@ -131,13 +131,20 @@ class Envelope:
         self.utf8 = utf8
         self.body_type = body_type
         self.connection_id = connection_id
-        self.envelope_id = new_envelope_id() if envelope_id is None else envelope_id
+        self._envelope_id = envelope_id
         self.received_at = (
             datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
         )
         self.error: BaseException | None = None
         # Free-form per-message values for middleware (Go keeps these in a context).
         self.values: dict[str, Any] = {}
+
+    @property
+    def envelope_id(self) -> str:
+        """A unique id of this transaction (20 characters, rs/xid style), made on first use."""
+        if self._envelope_id is None:
+            self._envelope_id = new_envelope_id()
+        return self._envelope_id
 
     @property
     def remote_ip(self) -> str:

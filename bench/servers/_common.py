@@ -36,10 +36,14 @@ class Counter:
         os.replace(tmp, path)
 
 
-def parse_args(description: str, with_loop: bool = False) -> argparse.Namespace:
+def parse_args(
+    description: str, with_loop: bool = False, with_workers: bool = False
+) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--stats", required=True, help="file written on SIGUSR2")
     if with_loop:
         p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    if with_workers:
+        p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     return p.parse_args()

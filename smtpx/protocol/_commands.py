@@ -48,6 +48,8 @@ _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")
 _U = "\u0080-\U0010ffff"
 _LABEL_UTF8 = rf"[A-Za-z0-9_{_U}](?:[A-Za-z0-9_\-{_U}]*[A-Za-z0-9_{_U}])?"
 _DOMAIN_UTF8 = re.compile(rf"{_LABEL_UTF8}(?:\.{_LABEL_UTF8})*\.?\Z")
+# <Dot-string@Domain>, the shape of nearly every real path: one regex decides it.
+_PLAIN_PATH = re.compile(rf"<([{_ATEXT}]+(?:\.[{_ATEXT}]+)*@{_LABEL}(?:\.{_LABEL})*)>\Z")
 # A-d-l (source route), which servers MUST accept and ignore (RFC 5321 4.1.1.3, C).
 _SOURCE_ROUTE = re.compile(r"@[^,:]+(?:,@[^,:]+)*:")
 # esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-"); esmtp-value = 1*(%d33-60 / %d62-126)
@@ -141,6 +143,9 @@ def parse_path(path: str, *, utf8: bool, allow_null: bool, allow_postmaster: boo
     Returns:
         The address; ``Address("")`` for the null path.
     """
+    plain = _PLAIN_PATH.match(path)
+    if plain is not None and len(path) <= MAX_PATH + 2:
+        return Address(plain.group(1))  # the common case, checked by one regex
     inner = path[1:-1] if path.startswith("<") and path.endswith(">") else path
     if not inner:
         if allow_null and path == "<>":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import threading
 import time
@@ -360,3 +361,30 @@ def test_clients_snapshot_shows_states(server: ServerThread) -> None:
         assert info.remote_addr[0] == "127.0.0.1"
         assert not info.tls
         assert info.connection_id >= 1
+
+
+def test_handlers_that_wait_get_their_replies(make_server: Callable[..., ServerThread]) -> None:
+    async def handler(envelope: Envelope) -> Response | None:
+        await asyncio.sleep(0)  # a bare yield
+        await asyncio.sleep(0.01)  # a timer future
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        loop.call_soon(fut.set_result, envelope.data.split(b"\r\n", 1)[0].decode())
+        subject = await fut  # a future resolved later
+        if subject == "Subject: fail-later":
+            failing: asyncio.Future[None] = loop.create_future()
+            loop.call_soon(failing.set_exception, RuntimeError("late failure"))
+            await failing
+        return new_response(250, f"saw {subject}")
+
+    srv = make_server(handler=handler)
+    with srv.smtp() as client:
+        client.ehlo()
+        for subject, expected in (
+            (b"ok", (250, b"2.0.0 saw Subject: ok")),
+            (b"fail-later", (451, b"4.3.0 Requested action aborted: local error in processing")),
+            (b"again", (250, b"2.0.0 saw Subject: again")),
+        ):
+            client.mail("a@b.c")
+            client.rcpt("r@x.y")
+            assert client.data(b"Subject: " + subject + b"\r\n\r\nx\r\n") == expected
