@@ -240,3 +240,28 @@ def test_require_tls(make_server: MakeServer, tls_material: TLSMaterial) -> None
         assert client.sendmail("a@b.example", ["r@x.example"], MSG) == {}
     (env,) = srv.received
     assert env.tls is not None
+
+
+def test_two_messages_over_one_tls_session(
+    make_server: MakeServer, tls_material: TLSMaterial
+) -> None:
+    # Go TestTLSMultiple: STARTTLS, a message, RSET, a second message, QUIT.
+    srv = make_server(tls=tls_material.server_context())
+    second = b"Subject: Test Email 2\r\n\r\nsecond\r\n"
+    with srv.smtp() as client:
+        client.starttls(context=tls_material.client_context())
+        client.sendmail("sender@example.com", ["recipient@example.com"], MSG)
+        client.rset()
+        client.sendmail("sender-2@example.com", ["recipient-2@example.com"], second)
+    first_env, second_env = srv.received
+    assert [str(e.mail_from) for e in srv.received] == [
+        "<sender@example.com>",
+        "<sender-2@example.com>",
+    ]
+    assert [e.rcpt_to[0].address for e in srv.received] == [
+        "recipient@example.com",
+        "recipient-2@example.com",
+    ]
+    assert (first_env.data, second_env.data) == (MSG, second)
+    # Unlike the Go package, TLS and the HELO name survive the first transaction.
+    assert second_env.tls is not None and second_env.helo == "client.test"
