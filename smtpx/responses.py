@@ -25,6 +25,7 @@ __all__ = [
     "FAIL_COMMAND_NOT_IMPLEMENTED",
     "FAIL_HELO_REQUIRED",
     "FAIL_INVALID_ADDRESS",
+    "FAIL_INVALID_SENDER",
     "FAIL_LINE_TOO_LONG",
     "FAIL_MAIL_CMD",
     "FAIL_MAX_UNRECOGNIZED_CMD",
@@ -185,6 +186,7 @@ FAIL_COMMAND_NOT_IMPLEMENTED = _r(502, "5.5.1", "Command not implemented")
 FAIL_MAX_UNRECOGNIZED_CMD = _r(421, "4.7.0", "Too many unrecognized commands, closing connection")
 FAIL_SYNTAX_ERROR = _r(501, "5.5.4", "Syntax error in parameters or arguments")
 FAIL_INVALID_ADDRESS = _r(501, "5.1.3", "Invalid address")
+FAIL_INVALID_SENDER = _r(501, "5.1.7", "Invalid sender address")
 FAIL_HELO_REQUIRED = _r(503, "5.5.1", "Send HELO/EHLO first")
 FAIL_NESTED_MAIL_CMD = _r(503, "5.5.1", "Nested MAIL command")
 FAIL_NO_SENDER_RCPT_CMD = _r(503, "5.5.1", "Need MAIL before RCPT")

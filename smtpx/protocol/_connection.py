@@ -67,6 +67,13 @@ def _xclient_valid(name: str, value: str) -> bool:
     return True
 
 
+def _as_sender_error(exc: CommandSyntaxError) -> CommandSyntaxError:
+    # RFC 3463: a bad reverse-path is X.1.7, a bad forward-path X.1.3.
+    if exc.response is R.FAIL_INVALID_ADDRESS:
+        return CommandSyntaxError(R.FAIL_INVALID_SENDER)
+    return exc
+
+
 class ProtocolError(Exception):
     """The driver used the core out of order (a bug in the driver, never the client's fault)."""
 
@@ -353,7 +360,10 @@ class Connection:
         if self.mail_from is not None:
             self._reply(R.FAIL_NESTED_MAIL_CMD)
             return None
-        path, rest = split_path_and_params(arg, "FROM:")
+        try:
+            path, rest = split_path_and_params(arg, "FROM:")
+        except CommandSyntaxError as exc:
+            raise _as_sender_error(exc) from None
         params = parse_params(rest)
         utf8 = False
         body = ""
@@ -376,7 +386,10 @@ class Connection:
             else:
                 self._reply(R.FAIL_UNKNOWN_PARAMETER)
                 return None
-        address = parse_path(path, utf8=utf8, allow_null=True, allow_postmaster=False)
+        try:
+            address = parse_path(path, utf8=utf8, allow_null=True, allow_postmaster=False)
+        except CommandSyntaxError as exc:
+            raise _as_sender_error(exc) from None
         self.mail_from = address
         self.utf8 = utf8
         self.body_type = body
