@@ -278,7 +278,6 @@ def test_handler_replies(make_server: Callable[..., ServerThread]) -> None:
         assert send(b"crash") == (451, b"4.3.0 Requested action aborted: local error in processing")
         assert send(b"queued") == (250, b"2.0.0 OK: queued")
         assert send(b"fine") == (250, b"2.0.0 Message accepted")
-    assert srv.server.active_clients == 0 or srv.server.active_clients == 1
 
 
 def test_plain_function_handler_does_not_stall_other_clients(
