@@ -112,6 +112,14 @@ class Conn:
         self.send(data)
         return self.reply()
 
+    def open_data(self) -> None:
+        """Greeting, EHLO, MAIL and RCPT, then DATA: leaves the client inside the message."""
+        self.reply()
+        self.cmd(b"EHLO client.test\r\n")
+        self.cmd(b"MAIL FROM:<a@b.example>\r\n")
+        self.cmd(b"RCPT TO:<r@x.example>\r\n")
+        assert self.cmd(b"DATA\r\n").startswith(b"354")
+
     def pending(self, wait: float = 0.3) -> bytes:
         """Whatever arrives within ``wait`` seconds (b"" if nothing)."""
         ready, _, _ = select.select([self.sock], [], [], wait)

@@ -57,11 +57,7 @@ def test_transaction_in_data_finishes_with_the_handlers_reply(make_server: MakeS
 
     srv = make_server(handler=handler)
     with connect(srv.port) as c:
-        c.reply()
-        c.cmd(b"EHLO client.test\r\n")
-        c.cmd(b"MAIL FROM:<a@b.example>\r\n")
-        c.cmd(b"RCPT TO:<r@x.example>\r\n")
-        assert c.cmd(b"DATA\r\n").startswith(b"354")
+        c.open_data()
         c.send(b"Subject: late\r\n\r\nfirst half ")
         done = shutdown_in_background(srv, 5)
         assert c.pending(0.3) == b""  # not interrupted
@@ -100,11 +96,7 @@ def test_message_in_the_handler_gets_its_reply(make_server: MakeServer) -> None:
 def test_deadline_closes_the_rest(make_server: MakeServer) -> None:
     srv = make_server()
     with connect(srv.port) as c:
-        c.reply()
-        c.cmd(b"EHLO client.test\r\n")
-        c.cmd(b"MAIL FROM:<a@b.example>\r\n")
-        c.cmd(b"RCPT TO:<r@x.example>\r\n")
-        assert c.cmd(b"DATA\r\n").startswith(b"354")
+        c.open_data()
         c.send(b"Subject: never finished\r\n\r\n")
         assert srv.call(srv.server.shutdown(0.5)) is False  # the deadline was needed
         assert c.eof() and c.buf == b""  # dropped without a reply

@@ -53,11 +53,7 @@ def test_idle_and_silent_data_time_out(make_server: MakeServer) -> None:
         assert c.reply().startswith(b"421 4.4.2")  # nothing sent: idle between commands
         assert c.eof()
     with connect(srv.port) as c:
-        c.reply()
-        c.cmd(b"EHLO client.test\r\n")
-        c.cmd(b"MAIL FROM:<a@b.example>\r\n")
-        c.cmd(b"RCPT TO:<r@x.example>\r\n")
-        assert c.cmd(b"DATA\r\n").startswith(b"354")
+        c.open_data()
         c.send(b"Subject: stalled\r\n\r\nhalf a message")
         assert c.reply().startswith(b"421 4.4.2")  # silence inside DATA
         assert c.eof()
@@ -68,11 +64,7 @@ def test_slow_but_steady_upload_is_not_cut_off(make_server: MakeServer) -> None:
     size, chunk = 10 * 1024 * 1024, 128 * 1024
     srv = make_server(timeout=1, max_size=16 * 1024 * 1024)
     with connect(srv.port) as c:
-        c.reply()
-        c.cmd(b"EHLO client.test\r\n")
-        c.cmd(b"MAIL FROM:<a@b.example>\r\n")
-        c.cmd(b"RCPT TO:<r@x.example>\r\n")
-        assert c.cmd(b"DATA\r\n").startswith(b"354")
+        c.open_data()
         c.send(b"Subject: big\r\n\r\n")
         line = b"x" * 1022 + b"\r\n"
         block = line * (chunk // len(line))
