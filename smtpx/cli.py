@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    passwd = sub.add_parser(
+        "passwd",
+        help="print an auth-file line USER:$scrypt$... for a password read from stdin",
+    )
+    passwd.add_argument("user", help="the user name")
     return parser
 
 
@@ -104,9 +109,53 @@ def build_server(args: argparse.Namespace) -> Server:
     )
 
 
+PASSWD_MAX_LENGTH = 4096
+"""Longest password ``smtpx passwd`` reads, in bytes of UTF-8."""
+
+
+def passwd(user: str) -> int:
+    """``smtpx passwd USER``: read a password, print ``USER:$scrypt$...`` (an auth-file line).
+
+    On a terminal the password is asked for twice without echo; otherwise the first line of
+    stdin is the password (its line ending removed, nothing else), and nothing is prompted.
+    """
+    import getpass  # noqa: PLC0415 (only this subcommand needs it)
+
+    from .auth import check_username, hash_password  # noqa: PLC0415 (keeps `serve` light)
+
+    try:
+        check_username(user)
+    except ValueError as exc:
+        print(f"smtpx passwd: {exc}", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("smtpx passwd: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        raw = sys.stdin.buffer.readline(PASSWD_MAX_LENGTH + 2)
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw.removesuffix(b"\n")
+        if len(raw) > PASSWD_MAX_LENGTH:
+            print(f"smtpx passwd: longer than {PASSWD_MAX_LENGTH} bytes", file=sys.stderr)
+            return 1
+        try:
+            password = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            print("smtpx passwd: the password is not UTF-8", file=sys.stderr)
+            return 1
+    if not password:
+        print("smtpx passwd: empty password", file=sys.stderr)
+        return 1
+    print(f"{user}:{hash_password(password)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``smtpx`` command."""
     args = build_parser().parse_args(argv)
+    if args.command == "passwd":
+        return passwd(args.user)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
