@@ -542,10 +542,9 @@ class SaslChallenge:
 
     data: bytes
 
-    @property
-    def response(self) -> Response:
-        """The ``334`` reply carrying the challenge."""
-        return Response(334, "", base64.b64encode(self.data).decode("ascii"))
+    def wire(self) -> bytes:
+        """The reply line: ``"334" SP [base64] CRLF`` (RFC 4954 4; the SP stays when empty)."""
+        return b"334 " + base64.b64encode(self.data) + b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,7 +657,7 @@ class SaslExchange:
     """One AUTH exchange over the client's lines, without I/O.
 
     ``begin`` takes the AUTH command's arguments; each later client line goes to
-    ``receive_line``. Both return a ``SaslChallenge`` (send ``challenge.response``, read the
+    ``receive_line``. Both return a ``SaslChallenge`` (send ``challenge.wire()``, read the
     next line) or ``SaslCredentials`` (check them with the ``Authenticator``), or raise
     ``SaslError`` whose ``response`` ends the exchange.
 
