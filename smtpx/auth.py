@@ -496,12 +496,18 @@ class FileAuthenticator:
 SASL_LINE_MAX_LENGTH = 12288
 """Longest SASL response line, CRLF excluded (RFC 4954 4); longer gets ``500 5.5.6``."""
 
-# A fixed-size group repeated, then one optional padded tail: linear, no backtracking blow-up.
-_B64_STRICT_RE = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# Python 3.10 has no strict_mode: a length check, one character class over all but the last
+# quantum, and the last quantum's three shapes. No group is repeated, so nothing backtracks.
+_B64_BODY_RE = re.compile(rb"[A-Za-z0-9+/]*")
+_B64_LAST_RE = re.compile(rb"[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4}")
 
 
 def _b64decode_regex(data: bytes) -> bytes:
-    if _B64_STRICT_RE.fullmatch(data) is None:
+    if len(data) % 4:
+        raise ValueError("not base64")
+    if data and not (
+        _B64_BODY_RE.fullmatch(data, 0, len(data) - 4) and _B64_LAST_RE.fullmatch(data[-4:])
+    ):
         raise ValueError("not base64")
     return binascii.a2b_base64(data)
 
@@ -600,7 +606,7 @@ class PlainMechanism:
         if response is None:
             return SaslChallenge(b"")
         self._done = True
-        parts = response.split(b"\0")
+        parts = response.split(b"\0", 3)  # at most 4 parts, however many NULs were sent
         if len(parts) != 3:
             raise SaslError(AUTH_INVALID_CREDENTIALS, "PLAIN needs exactly two NULs")
         raw_authzid, raw_authcid, raw_password = parts

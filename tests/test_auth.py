@@ -49,6 +49,7 @@ from smtpx.auth import (
     parse_auth_lines,
     verify_password,
 )
+from tests.scaling import assert_linear
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"ln": 10, "r": 8, "p": 1}  # 1 MiB, a few ms: the tests' hashes
@@ -758,3 +759,28 @@ def test_passwd_refusals(user: str, stdin: bytes, code: int, message: bytes) -> 
     assert done.returncode == code
     assert message in done.stderr
     assert done.stdout == b""
+
+
+# ------------------------------------------------------------------------ hostile input cost
+def refused(func: Callable[[Any], object]) -> Callable[[Any], None]:
+    def run_refused(arg: Any) -> None:
+        with pytest.raises((ValueError, SaslError)):
+            func(arg)
+
+    return run_refused
+
+
+def test_xtext_decoding_is_linear() -> None:
+    assert_linear(lambda n: "+2B" * n + " ", refused(decode_xtext), n=40_000)
+
+
+def test_base64_regex_path_is_linear_on_near_misses() -> None:
+    # All groups match, then one bad character at the end: the worst case for backtracking.
+    assert_linear(lambda n: b"AAAA" * n + b"A=", refused(auth_module._b64decode_regex), n=20_000)
+
+
+def test_plain_decoding_is_linear_beyond_the_line_cap() -> None:
+    def plain(message: bytes) -> None:
+        PlainMechanism().step(message)
+
+    assert_linear(lambda n: b"\0" * n, refused(plain), n=200_000)
