@@ -60,7 +60,9 @@ __all__ = [
     "DEFAULT_AUTH_BASE_DELAY",
     "DEFAULT_AUTH_FAILURE_WINDOW",
     "DEFAULT_AUTH_MAX_DELAY",
+    "DEFAULT_AUTH_MAX_QUEUED",
     "DEFAULT_AUTH_MAX_TRACKED_ADDRESSES",
+    "DEFAULT_AUTH_WORKERS",
     "DEFAULT_MAX_AUTH_FAILURES_PER_ADDRESS",
     "DEFAULT_MAX_AUTH_FAILURES_PER_CONNECTION",
     "DEFAULT_SCRYPT_LN",
@@ -413,7 +415,10 @@ class Authenticator(Protocol):
 
 
 DEFAULT_AUTH_WORKERS = 2
+"""Threads computing scrypt in a ``FileAuthenticator``."""
 DEFAULT_AUTH_MAX_QUEUED = 8
+"""Checks that may wait for a ``FileAuthenticator`` thread; more get ``454 4.7.0`` at once."""
+_SATURATION_LOG_INTERVAL = 60.0  # one warning a minute, not one per refused guess
 
 
 class FileAuthenticator:
@@ -452,6 +457,8 @@ class FileAuthenticator:
         self.authorize = authorize
         self.mechanisms = mechanisms
         self._slots = threading.BoundedSemaphore(workers + max_queued)
+        self._warned_at = -_SATURATION_LOG_INTERVAL
+        self._refused = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="smtpx-scrypt"
         )
@@ -469,7 +476,13 @@ class FileAuthenticator:
         entry = self.auth_file.get(username)
         target = entry if entry is not None else self.auth_file.dummy
         if not self._slots.acquire(blocking=False):
-            log.warning("auth: scrypt pool saturated; answering 454 4.7.0")
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._warned_at >= _SATURATION_LOG_INTERVAL:
+                log.warning(
+                    "auth: scrypt pool saturated; %d checks answered 454 4.7.0", self._refused
+                )
+                self._warned_at, self._refused = now, 0
             raise TemporaryAuthError("authentication pool saturated")
         try:
             job = self._pool.submit(target.verify, password)

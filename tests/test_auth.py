@@ -330,7 +330,7 @@ def test_unknown_user_costs_the_same_scrypt_off_the_loop(
 
 
 def test_pool_is_bounded_and_saturation_is_a_temporary_failure(
-    users: AuthFile, monkeypatch: pytest.MonkeyPatch
+    users: AuthFile, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = threading.Event()
     monkeypatch.setattr(hashlib, "scrypt", ScryptSpy(gate))
@@ -354,6 +354,8 @@ def test_pool_is_bounded_and_saturation_is_a_temporary_failure(
     assert results[:2] == ["alice", "alice"]
     assert all(isinstance(r, TemporaryAuthError) for r in results[2:])
     assert TemporaryAuthError.response.code == 454
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # a flood of guesses is one line a minute, not one per guess
 
 
 def test_cancelled_caller_keeps_its_slot_until_scrypt_ends(
