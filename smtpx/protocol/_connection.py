@@ -7,7 +7,7 @@ import ipaddress
 from smtpx import responses as R
 from smtpx._impl import DataReader
 from smtpx.address import Address
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 from smtpx.responses import Response
 
 from ._commands import (
@@ -423,7 +423,8 @@ class Connection:
             self._reply(R.FAIL_NO_RECIPIENTS_DATA_CMD)
             return None
         self._reply(R.SUCCESS_DATA_CMD)
-        self._reader = DataReader(self._config.max_size, self._config.normalize_line_endings)
+        cfg = self._config
+        self._reader = DataReader(cfg.max_size, cfg.normalize_line_endings, cfg.allow_nul)
         self.state = State.DATA
         return None
 
@@ -437,6 +438,8 @@ class Connection:
             self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
         except BareLineEndingError:
             self._reply(R.FAIL_BARE_LINE_ENDING)
+        except NulByteError:
+            self._reply(R.FAIL_NUL_IN_DATA)
         else:
             self.state = State.AWAIT_REPLY
             self._reader = None

@@ -55,6 +55,9 @@ class ProtocolConfig:
         normalize_line_endings: Store bare CR/LF in DATA as CRLF instead of rejecting.
         max_line_length: Longest command line, CRLF excluded.
         banner: Text after the hostname in the 220 greeting.
+        allow_nul: Store NUL bytes in DATA. Off by default: a message holding a NUL is read to
+            its end and refused with ``550 5.6.0`` (RFC 5322 2.3; a later hop that drops NULs
+            would read ``CRLF NUL . CRLF`` as the end of the data).
     """
 
     hostname: str
@@ -66,3 +69,4 @@ class ProtocolConfig:
     normalize_line_endings: bool = False
     max_line_length: int = COMMAND_LINE_MAX_LENGTH
     banner: str = "ESMTP smtpx"
+    allow_nul: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpx import responses as R
 from smtpx.address import Address
 from smtpx.protocol import (
     NEED_DATA,
@@ -320,3 +321,23 @@ def test_random_bytes_only_produce_replies(chunks: list[bytes], tls: bool, xclie
         out = conn.data_to_send()
         for line in out.split(b"\r\n")[:-1]:
             assert line[:3].isdigit() and line[:1] in b"2345", line
+
+
+def test_nul_in_data_is_refused_after_the_real_end() -> None:
+    # Issue 9 item 15: "CRLF NUL . CRLF" is no end, and the message is refused whole.
+    conn = ready()
+    drive(conn, b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n")
+    events, out = drive(conn, b"Subject: x\r\n\r\nbody\r\n\x00.\r\nRSET\r\n")
+    assert events == [] and out == b""
+    events, out = drive(conn, b"more\r\n.\r\nNOOP\r\n")
+    assert events == []
+    assert out == R.FAIL_NUL_IN_DATA.wire() + R.SUCCESS_NOOP_CMD.wire()
+    assert out.startswith(b"550 5.6.0")
+    assert not conn.in_transaction
+
+
+def test_allow_nul_stores_it() -> None:
+    conn = ready(ProtocolConfig(hostname="mx.test", allow_nul=True))
+    drive(conn, b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n")
+    events, _ = drive(conn, b"a\x00b\r\n.\r\n")
+    assert isinstance(events[0], Message) and events[0].data == b"a\x00b\r\n"
