@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from smtpx import responses as R
 from smtpx.address import Address
 from smtpx.protocol import (
@@ -302,28 +299,6 @@ def test_helo_survives_transactions() -> None:
     conn.send(SUCCESS_MESSAGE_ACCEPTED)
     drive(conn, b"RSET\r\n")
     assert conn.helo == "client.test" and conn.esmtp
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=200), max_size=20), st.booleans(), st.booleans())
-def test_random_bytes_only_produce_replies(chunks: list[bytes], tls: bool, xclient: bool) -> None:
-    config = ProtocolConfig(hostname="mx.test", max_size=300, tls_available=tls)
-    conn = Connection(config, xclient=xclient)
-    conn.greeting()
-    prefix = [b"EHLO a.b\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n"]
-    for chunk in [*prefix, *chunks, b""]:
-        conn.receive_data(chunk)
-        for _ in range(10_000):
-            event = conn.next_event()
-            if event is NEED_DATA:
-                break
-            if isinstance(event, Message):
-                conn.send(SUCCESS_MESSAGE_ACCEPTED)
-            elif isinstance(event, StartTLS):
-                conn.tls_established()
-        out = conn.data_to_send()
-        for line in out.split(b"\r\n")[:-1]:
-            assert line[:3].isdigit() and line[:1] in b"2345", line
 
 
 def test_nul_in_data_is_refused_after_the_real_end() -> None:
