@@ -57,6 +57,7 @@ _INTERNAL_ERROR_CLOSE = R.Response(421, "4.3.0", "Internal error, closing connec
 # QUIT is left out (input after it is dropped with the connection), STARTTLS too (RFC 3207 5:
 # the core discards what follows it).
 _LAST_IN_GROUP = frozenset({b"EHLO", b"HELO", b"DATA", b"VRFY", b"EXPN", b"TURN", b"NOOP"})
+_ERROR_CLASSES = frozenset(b"45")  # first byte of a 4xx or 5xx reply
 
 
 def _xclient_valid(name: str, value: str) -> bool:
@@ -370,14 +371,17 @@ class Connection:
 
     def _error_replies(self, mark: int) -> int:
         """How many of the replies queued since ``mark`` are errors (4xx or 5xx)."""
-        return sum(1 for reply in self._out[mark:] if reply[:1] in (b"4", b"5"))
+        out = self._out
+        new = len(out) - mark
+        if new == 1:  # the usual case: one reply per command line
+            return 1 if out[mark][0] in _ERROR_CLASSES else 0
+        return sum(1 for i in range(mark, len(out)) if out[i][0] in _ERROR_CLASSES)
 
     def _improper(self, line: bytes) -> bool:
         """After ``line`` was handled: did the client send on where it had to wait?"""
         if self.state is State.STARTTLS:
             return False  # RFC 3207 5: what followed was discarded, as always
-        verb = line.split(b" ", 1)[0].upper()
-        if verb not in _LAST_IN_GROUP and self.esmtp:
+        if self.esmtp and not (line[:4].upper() in _LAST_IN_GROUP and line[4:5] in (b"", b" ")):
             return False  # PIPELINING is in effect and the command may be followed
         if self._pos < len(self._buf):
             return True
