@@ -20,10 +20,13 @@ class DataReaderLike(Protocol):
     ``normalize=False`` the reader reads on to the real end and ``result()`` raises
     ``BareLineEndingError``; with ``normalize=True`` each bare CR or LF is kept as CRLF.
     A message longer than ``limit`` (after unstuffing) is read to its end without being kept
-    and ``result()`` raises ``LimitError``.
+    and ``result()`` raises ``LimitError``. A NUL byte anywhere in the message (RFC 5322 2.3)
+    makes the reader read on to the real end and ``result()`` raise ``NulByteError``, unless
+    ``allow_nul=True``. Several problems: ``LimitError``, then ``BareLineEndingError``, then
+    ``NulByteError``.
     """
 
-    def __init__(self, limit: int, normalize: bool = False) -> None: ...
+    def __init__(self, limit: int, normalize: bool = False, allow_nul: bool = False) -> None: ...
 
     def feed(self, data: bytes) -> int:
         """Consume message bytes; return how many of ``data`` belong to the message.
@@ -44,7 +47,7 @@ class DataReaderLike(Protocol):
         ...
 
     def result(self) -> bytes:
-        """The message; raises ``LimitError`` or ``BareLineEndingError`` as described."""
+        """The message; raises ``LimitError``, ``BareLineEndingError`` or ``NulByteError``."""
         ...
 
 

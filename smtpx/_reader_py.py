@@ -3,7 +3,8 @@
 The reader turns the bytes a client sends after ``354`` into the message (RFC 5321 4.1.1.4):
 it finds the end marker ``CRLF . CRLF``, drops the first dot of every line that starts with one
 (RFC 5321 4.5.2), watches for bare CR and bare LF (the SMTP smuggling defence, RFC 5321 2.3.8)
-and enforces the size limit, without ever holding more than ``limit`` bytes of message.
+and for NUL (RFC 5322 2.3: a hop that drops NULs could read CRLF NUL "." CRLF as the end), and
+enforces the size limit, without ever holding more than ``limit`` bytes of message.
 
 Speed comes from scanning each chunk with ``bytes.find``, ``count``, ``translate`` and
 ``replace``, which run at C speed; Python only loops over the rare line-start dots, at most
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import operator
 
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 
 __all__ = ["DataReader"]
 
@@ -63,28 +64,38 @@ def _normalize(body: bytes) -> bytes:
 class DataReader:
     """Incremental DATA reader (RFC 5321 4.1.1.4, 4.5.2); see ``smtpx._abc.DataReaderLike``.
 
-    One reader per message; it keeps no module-level state. When both problems occur, the
-    size limit wins: ``result()`` raises ``LimitError`` before ``BareLineEndingError``.
+    One reader per message; it keeps no module-level state. When several problems occur,
+    ``result()`` raises the first of ``LimitError``, ``BareLineEndingError``, ``NulByteError``.
+
+    Args:
+        limit: Largest message kept, in bytes after unstuffing; a longer one is read to its end
+            and refused.
+        normalize: Keep each bare CR or LF as CRLF instead of refusing the message.
+        allow_nul: Keep NUL bytes instead of refusing the message (off: RFC 5322 2.3).
     """
 
     __slots__ = (
+        "_allow_nul",
         "_bad",
         "_done",
         "_held",
         "_limit",
         "_normalize",
+        "_nul",
         "_over",
         "_parts",
         "_size",
         "_virtual",
     )
 
-    def __init__(self, limit: int, normalize: bool = False) -> None:
+    def __init__(self, limit: int, normalize: bool = False, allow_nul: bool = False) -> None:
         limit = operator.index(limit)
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self._limit = limit
         self._normalize = bool(normalize)
+        self._allow_nul = bool(allow_nul)
+        self._nul = False  # a NUL was seen (matters only when not allowed)
         self._done = False
         self._over = False  # output grew past the limit: nothing more is kept
         self._bad = False  # a bare CR or LF was seen (matters only when not normalizing)
@@ -152,6 +163,10 @@ class DataReader:
             cut = n - _held_length(buf)
             consumed = len(data)
             self._held = buf[cut:]
+        # Held bytes are a prefix of CRLF "." CRLF, so every NUL of the message lies in the
+        # consumed part of ``data``; bytes after the end marker belong to the next command.
+        if not self._allow_nul and not self._nul and data.find(b"\0", 0, consumed) >= 0:
+            self._nul = True
         if cut:
             while dots and dots[-1] >= cut:
                 dots.pop()  # a dot inside the held suffix is judged with the next chunk
@@ -173,7 +188,7 @@ class DataReader:
         bare = len(body.translate(None, _NOT_CRLF)) - 2 * body.count(_CRLF)
         if bare and not self._normalize:
             self._bad = True
-        keep = not self._over and not self._bad
+        keep = not self._over and not self._bad and not self._nul
         tail = b""
         stuffed = len(dots)
         if bulk >= 0:
@@ -215,6 +230,7 @@ class DataReader:
             RuntimeError: the end marker has not been fed yet.
             LimitError: the message was longer than ``limit``.
             BareLineEndingError: a bare CR or LF was seen and ``normalize`` is off.
+            NulByteError: a NUL byte was seen and ``allow_nul`` is off.
         """
         if not self._done:
             raise RuntimeError("DATA is not finished")
@@ -222,6 +238,8 @@ class DataReader:
             raise LimitError()
         if self._bad and not self._normalize:
             raise BareLineEndingError()
+        if self._nul:
+            raise NulByteError()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)

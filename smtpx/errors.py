@@ -9,6 +9,7 @@ __all__ = [
     "BareLineEndingError",
     "LimitError",
     "MailParseError",
+    "NulByteError",
     "SMTPXError",
 ]
 
@@ -28,6 +29,13 @@ class BareLineEndingError(SMTPXError):
     """A bare CR or bare LF was found inside DATA (SMTP smuggling defence)."""
 
     def __init__(self, message: str = "bare CR or LF in message data") -> None:
+        super().__init__(message)
+
+
+class NulByteError(SMTPXError):
+    """A NUL byte was found inside DATA (RFC 5322 2.3 and 3.5 forbid NUL in a message)."""
+
+    def __init__(self, message: str = "NUL byte in message data") -> None:
         super().__init__(message)
 
 

@@ -18,12 +18,16 @@ __all__ = [
     "ERROR_SHUTDOWN",
     "ERROR_TIMEOUT",
     "ERROR_TOO_MANY_CLIENTS",
+    "ERROR_TOO_MANY_ERRORS",
+    "ERROR_TOO_MANY_JUNK_COMMANDS",
     "ERROR_TOO_MANY_RECIPIENTS",
     "FAIL_AUTH_REQUIRED",
     "FAIL_BAD_SEQUENCE_ALREADY_TLS",
+    "FAIL_BAD_UTF8",
     "FAIL_BARE_LINE_ENDING",
     "FAIL_COMMAND_NOT_IMPLEMENTED",
     "FAIL_HELO_REQUIRED",
+    "FAIL_IMPROPER_PIPELINING",
     "FAIL_INVALID_ADDRESS",
     "FAIL_INVALID_SENDER",
     "FAIL_LINE_TOO_LONG",
@@ -34,6 +38,7 @@ __all__ = [
     "FAIL_NO_RECIPIENTS_DATA_CMD",
     "FAIL_NO_SENDER_DATA_CMD",
     "FAIL_NO_SENDER_RCPT_CMD",
+    "FAIL_NUL_IN_DATA",
     "FAIL_RCPT_CMD",
     "FAIL_SYNTAX_ERROR",
     "FAIL_TLS_REQUIRED",
@@ -198,6 +203,13 @@ FAIL_UTF8_NOT_ENABLED = _r(553, "5.6.7", "Internationalized address needs SMTPUT
 FAIL_MESSAGE_SIZE_EXCEEDED = _r(552, "5.3.4", "Message size exceeds fixed maximum message size")
 # Postfix answers smuggling attempts the same way (smtpd_forbid_bare_newline).
 FAIL_BARE_LINE_ENDING = _r(550, "5.5.2", "Bare CR or LF in message data; lines must end in CRLF")
+# RFC 5322 2.3/3.5: NUL is not allowed in a message; a hop that drops NULs would read
+# CRLF NUL "." CRLF as the end of data. RFC 3463 5.6.0: other or undefined media error.
+FAIL_NUL_IN_DATA = _r(550, "5.6.0", "NUL character in message data")
+# Postfix answers a command line that is not UTF-8 the same way ("bad UTF-8 syntax").
+FAIL_BAD_UTF8 = _r(500, "5.5.2", "Invalid UTF-8 in command line")
+# Postfix 3.9 smtpd_forbid_unauth_pipelining: "554 5.5.0 Error: SMTP protocol synchronization".
+FAIL_IMPROPER_PIPELINING = _r(554, "5.5.0", "Improper command pipelining, closing connection")
 FAIL_TLS_REQUIRED = _r(530, "5.7.0", "Must issue a STARTTLS command first")
 FAIL_AUTH_REQUIRED = _r(530, "5.7.0", "Authentication required")
 REJECTED_SENDER_MAIL_CMD = _r(553, "5.1.7", "Sender address rejected")
@@ -212,3 +224,6 @@ ERROR_SHUTDOWN = _r(421, "4.3.0", "Server is shutting down, try again later")
 ERROR_TIMEOUT = _r(421, "4.4.2", "Timeout, closing connection")
 ERROR_DATA_TIMEOUT = ERROR_TIMEOUT
 ERROR_TOO_MANY_CLIENTS = _r(421, "4.3.2", "Too many connections, try again later")
+# Postfix smtpd_hard_error_limit / smtpd_junk_command_limit answer "421 4.7.0 ... too many ...".
+ERROR_TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
+ERROR_TOO_MANY_JUNK_COMMANDS = _r(421, "4.7.0", "Too many junk commands, closing connection")

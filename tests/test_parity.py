@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from types import ModuleType
+from types import GetSetDescriptorType, ModuleType
 
 import pytest
 
@@ -52,15 +52,35 @@ def test_reader_methods_have_the_same_parameters(
     assert shape(getattr(pure.DataReader, method)) == shape(getattr(compiled.DataReader, method))
 
 
+def is_property(attr: object) -> bool:
+    # A Python property, or what Cython makes of one in a cdef class (a getset descriptor).
+    # A plain method or a slot also has __get__: it must not count.
+    return isinstance(attr, property | GetSetDescriptorType)
+
+
 @pytest.mark.parametrize("prop", ["done", "size"])
 def test_reader_properties_are_read_only(modules: tuple[ModuleType, ModuleType], prop: str) -> None:
+    pure, compiled = modules
+    assert isinstance(inspect.getattr_static(pure.DataReader, prop), property)
+    assert isinstance(inspect.getattr_static(compiled.DataReader, prop), GetSetDescriptorType)
     for module in modules:
         reader = module.DataReader(10)
-        assert isinstance(inspect.getattr_static(module.DataReader, prop), property) or hasattr(
-            inspect.getattr_static(module.DataReader, prop), "__get__"
-        )
+        assert is_property(inspect.getattr_static(module.DataReader, prop))
         with pytest.raises(AttributeError):
             setattr(reader, prop, 1)
+
+
+def test_property_check_can_fail() -> None:
+    # The check above once accepted anything with __get__, i.e. any method: prove it cannot.
+    class Fake:
+        __slots__ = ("slot",)
+
+        def done(self) -> bool:
+            return True
+
+    assert not is_property(inspect.getattr_static(Fake, "done"))
+    assert not is_property(inspect.getattr_static(Fake, "slot"))
+    assert hasattr(inspect.getattr_static(Fake, "done"), "__get__")
 
 
 def test_reader_init_parameters(modules: tuple[ModuleType, ModuleType]) -> None:
@@ -71,19 +91,22 @@ def test_reader_init_parameters(modules: tuple[ModuleType, ModuleType]) -> None:
         ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
         ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
         ("normalize", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
+        ("allow_nul", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
     ]
     for module in modules:
         for reader in (
             module.DataReader(7),
             module.DataReader(7, True),
             module.DataReader(limit=7, normalize=True),
+            module.DataReader(7, False, True),
+            module.DataReader(limit=7, normalize=True, allow_nul=True),
         ):
             assert reader.feed(b"..\r\n.\r\n") == 7
             assert reader.result() == b".\r\n"
         with pytest.raises(TypeError):
             module.DataReader()
         with pytest.raises(TypeError):
-            module.DataReader(7, False, 1)
+            module.DataReader(7, False, True, 1)
 
 
 def test_header_parsers_have_the_same_parameters() -> None:

@@ -12,8 +12,9 @@ import tracemalloc
 import pytest
 
 from smtpx._abc import DataReaderLike
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 from tests.impls import Impl
+from tests.scaling import assert_linear
 
 BIG = 1 << 30
 Outcome = tuple[bytes | type[Exception], int]
@@ -36,12 +37,14 @@ def read(reader: DataReaderLike, chunks: list[bytes], *, stop_at_done: bool = Tr
         assert used == len(chunk) or reader.done
     try:
         return reader.result(), consumed
-    except (LimitError, BareLineEndingError) as exc:
+    except (LimitError, BareLineEndingError, NulByteError) as exc:
         return type(exc), consumed
 
 
-def read_whole(impl: Impl, data: bytes, limit: int = BIG, *, normalize: bool = False) -> Outcome:
-    return read(impl.reader_cls()(limit, normalize), [data])
+def read_whole(
+    impl: Impl, data: bytes, limit: int = BIG, *, normalize: bool = False, allow_nul: bool = False
+) -> Outcome:
+    return read(impl.reader_cls()(limit, normalize, allow_nul), [data])
 
 
 # (input, message) for well-formed input: CRLF kept, dot-unstuffed, final dot line removed.
@@ -56,7 +59,7 @@ GOOD = [
     pytest.param(b"a.\r\nb. .c\r\n.\r\n", b"a.\r\nb. .c\r\n", id="dots-mid-line-kept"),
     pytest.param(b"\r\n.\r\n", b"\r\n", id="one-empty-line"),
     pytest.param(b"\r\n\r\n.\r\n", b"\r\n\r\n", id="two-empty-lines"),
-    pytest.param(b"a\x00b\xff\x80\r\n.\r\n", b"a\x00b\xff\x80\r\n", id="nul-and-8bit"),
+    pytest.param(b"a\x01b\xff\x80\x7f\r\n.\r\n", b"a\x01b\xff\x80\x7f\r\n", id="ctl-and-8bit"),
     pytest.param(b"..\r\n.\r\n", b".\r\n", id="stuffed-dot-first"),
 ]
 
@@ -329,3 +332,82 @@ def test_large_message_in_64k_chunks(impl: Impl) -> None:
     reader = impl.reader_cls()(BIG)
     assert read(reader, chunks) == (message, len(data) - 6)
     assert reader.size == len(message)
+
+
+# RFC 5322 2.3 / 3.5: no NUL in a message. A hop that drops NULs would read the first of these
+# as the end of data and the rest as commands, so the message is refused whole.
+NUL_CASES = [
+    pytest.param(b"a\x00b\r\n.\r\n", id="mid-line"),
+    pytest.param(b"\x00\r\n.\r\n", id="first-byte"),
+    pytest.param(b"a\r\n\x00.\r\nMAIL FROM:<x@y.z>\r\n.\r\n", id="nul-dot-fake-end"),
+    pytest.param(b"a\r\n.\x00\r\nRCPT TO:<x@y.z>\r\n.\r\n", id="dot-nul-fake-end"),
+    pytest.param(b"a\r\n\x00\r\n.\r\n", id="nul-line"),
+    pytest.param(b"a\r\n..\x00\r\n.\r\n", id="after-stuffed-dot"),
+]
+
+
+@pytest.mark.parametrize("data", NUL_CASES)
+def test_nul_refuses_the_message_after_reading_to_the_real_end(impl: Impl, data: bytes) -> None:
+    piped = data + b"QUIT\r\n"
+    for normalize in (False, True):
+        assert read_whole(impl, piped, normalize=normalize) == (NulByteError, len(data))
+    for cut in range(len(piped) + 1):
+        assert read(impl.reader_cls()(BIG), [piped[:cut], piped[cut:]]) == (
+            NulByteError,
+            len(data),
+        ), cut
+    assert read(impl.reader_cls()(BIG), [bytes([b]) for b in piped]) == (NulByteError, len(data))
+
+
+@pytest.mark.parametrize("data", NUL_CASES)
+def test_allow_nul_keeps_it(impl: Impl, data: bytes) -> None:
+    result, consumed = read_whole(impl, data + b"QUIT\r\n", allow_nul=True)
+    assert consumed == len(data)
+    assert isinstance(result, bytes) and b"\x00" in result
+
+
+def test_nul_after_the_end_belongs_to_the_next_command(impl: Impl) -> None:
+    assert read_whole(impl, b"a\r\n.\r\n\x00QUIT\r\n") == (b"a\r\n", 6)
+
+
+def test_nul_error_order_limit_then_bare_then_nul(impl: Impl) -> None:
+    assert read_whole(impl, b"\x00" * 20 + b"\r\n.\r\n", 10) == (LimitError, 25)
+    assert read_whole(impl, b"\x00\na\r\n.\r\n") == (BareLineEndingError, 8)
+    assert read_whole(impl, b"\x00\na\r\n.\r\n", normalize=True) == (NulByteError, 8)
+    reader = impl.reader_cls()(BIG)
+    reader.feed(b"\x00\r\n.\r\n")
+    with pytest.raises(NulByteError, match="NUL byte in message data"):
+        reader.result()
+
+
+def test_nul_message_keeps_no_memory(impl: Impl) -> None:
+    # After a NUL nothing more is kept: 16 MiB in, far less than 1 MiB held at the peak.
+    chunk = (b"x" * 1022 + b"\r\n") * 64
+    tracemalloc.start()
+    try:
+        reader = impl.reader_cls()(BIG)
+        reader.feed(b"\x00")
+        for _ in range(256):
+            reader.feed(chunk)
+        reader.feed(b".\r\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    with pytest.raises(NulByteError):
+        reader.result()
+    assert reader.size == 1 + 256 * len(chunk)
+    assert peak < 4 * len(chunk)
+
+
+def test_nul_scan_is_linear(impl: Impl) -> None:
+    cls = impl.reader_cls()
+
+    def run(chunks: list[bytes]) -> None:
+        reader = cls(BIG)
+        for chunk in chunks:
+            reader.feed(chunk)
+
+    def make(n: int) -> list[bytes]:
+        return [b"a\x00\r\n.." * 1000] * n + [b"\r\n.\r\n"]
+
+    assert_linear(make, run, n=400)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smtpx._abc import DataReaderLike
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 from tests.impls import COMPILED, PURE
 
 pytestmark = pytest.mark.compiled
@@ -42,9 +42,14 @@ messages = st.lists(st.one_of(st.sampled_from(PIECES), st.binary(max_size=8)), m
 
 
 def trace(
-    cls: type[DataReaderLike], data: bytes, cuts: list[int], limit: int, normalize: bool
+    cls: type[DataReaderLike],
+    data: bytes,
+    cuts: list[int],
+    limit: int,
+    normalize: bool,
+    allow_nul: bool = False,
 ) -> list[object]:
-    reader = cls(limit, normalize)
+    reader = cls(limit, normalize, allow_nul)
     seen: list[object] = []
     pos = 0
     for cut in [*sorted(cuts), len(data)]:
@@ -53,7 +58,7 @@ def trace(
     try:
         result: object = reader.result()
         assert type(result) is bytes
-    except (LimitError, BareLineEndingError, RuntimeError) as exc:
+    except (LimitError, BareLineEndingError, NulByteError, RuntimeError) as exc:
         result = (type(exc), str(exc))
     seen.append(result)
     return seen
@@ -65,12 +70,38 @@ def trace(
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
     limit=st.one_of(st.integers(min_value=0, max_value=64), st.just(1 << 20)),
     normalize=st.booleans(),
+    allow_nul=st.booleans(),
 )
-def test_twins_agree(data: bytes, cuts: list[int], limit: int, normalize: bool) -> None:
+def test_twins_agree(
+    data: bytes, cuts: list[int], limit: int, normalize: bool, allow_nul: bool
+) -> None:
     cuts = [min(c, len(data)) for c in cuts]
-    assert trace(PURE.reader_cls(), data, cuts, limit, normalize) == trace(
-        COMPILED.reader_cls(), data, cuts, limit, normalize
+    assert trace(PURE.reader_cls(), data, cuts, limit, normalize, allow_nul) == trace(
+        COMPILED.reader_cls(), data, cuts, limit, normalize, allow_nul
     )
+
+
+NUL_PIECES = [b"\x00", b"\r\n", b"\r\n.", b".", b"\r", b"\n", b"a", b"\r\n.\r\n", b"\r\n\x00.\r\n"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.lists(st.sampled_from(NUL_PIECES), max_size=40).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+    normalize=st.booleans(),
+    allow_nul=st.booleans(),
+)
+def test_twins_agree_on_nul(data: bytes, cuts: list[int], normalize: bool, allow_nul: bool) -> None:
+    # NUL next to the end marker and to line starts, where a hop dropping NULs would cut.
+    cuts = [min(c, len(data)) for c in cuts]
+    pure = trace(PURE.reader_cls(), data, cuts, 1 << 20, normalize, allow_nul)
+    assert pure == trace(COMPILED.reader_cls(), data, cuts, 1 << 20, normalize, allow_nul)
+    steps: list[tuple[int, bool, int]] = pure[:-1]  # type: ignore[assignment]
+    consumed = sum(step[0] for step in steps)
+    done = steps[-1][1]
+    bare = (BareLineEndingError, str(BareLineEndingError()))
+    if done and b"\x00" in data[:consumed] and not allow_nul and pure[-1] != bare:
+        assert pure[-1] == (NulByteError, str(NulByteError()))
 
 
 @settings(max_examples=100, deadline=None)
@@ -89,6 +120,6 @@ def test_twins_agree_on_well_formed_mail(lines: list[bytes], chunk: int, normali
     cuts = list(range(chunk, len(data), chunk))
     expected = b"".join(line + b"\r\n" for line in lines)
     for impl in (PURE, COMPILED):
-        seen = trace(impl.reader_cls(), data, cuts, 1 << 30, normalize)
+        seen = trace(impl.reader_cls(), data, cuts, 1 << 30, normalize, allow_nul=True)
         assert seen[-1] == expected
         assert sum(step[0] for step in seen[:-1]) == len(data) - len(b"QUIT\r\n")  # type: ignore[index]

@@ -10,7 +10,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcpy
 
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 
 __all__ = ["DataReader"]
 
@@ -36,12 +36,20 @@ cdef inline Py_ssize_t find_byte(const char* s, Py_ssize_t i, Py_ssize_t n, int 
 cdef class DataReader:
     """Incremental DATA reader (RFC 5321 4.1.1.4, 4.5.2); see ``smtpx._abc.DataReaderLike``.
 
-    One reader per message; it keeps no module-level state. When both problems occur, the
-    size limit wins: ``result()`` raises ``LimitError`` before ``BareLineEndingError``.
+    One reader per message; it keeps no module-level state. When several problems occur,
+    ``result()`` raises the first of ``LimitError``, ``BareLineEndingError``, ``NulByteError``.
+
+    Args:
+        limit: Largest message kept, in bytes after unstuffing; a longer one is read to its end
+            and refused.
+        normalize: Keep each bare CR or LF as CRLF instead of refusing the message.
+        allow_nul: Keep NUL bytes instead of refusing the message (off: RFC 5322 2.3).
     """
 
     cdef Py_ssize_t _limit
     cdef bint _normalize
+    cdef bint _allow_nul
+    cdef bint _nul
     cdef bint _done
     cdef bint _over
     cdef bint _bad
@@ -61,11 +69,13 @@ cdef class DataReader:
         self._out = NULL
         self._out_cap = 0
 
-    def __init__(self, Py_ssize_t limit, bint normalize=False):
+    def __init__(self, Py_ssize_t limit, bint normalize=False, bint allow_nul=False):
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self._limit = limit
         self._normalize = normalize
+        self._allow_nul = allow_nul
+        self._nul = False
         self._done = False
         self._over = False
         self._bad = False
@@ -235,6 +245,7 @@ cdef class DataReader:
         """
         cdef Py_ssize_t n, need, consumed
         cdef char* grown
+        cdef const char* s
         if not isinstance(data, bytes):
             raise TypeError(f"feed() needs bytes, not {type(data).__name__}")
         n = PyBytes_GET_SIZE(data)
@@ -245,7 +256,7 @@ cdef class DataReader:
         need = n + 4
         if self._normalize:
             need *= 2
-        self._keep = not self._over and not self._bad
+        self._keep = not self._over and not self._bad and not self._nul
         if self._keep and need > self._out_cap:
             grown = <char*>realloc(self._out, <size_t>need)
             if grown == NULL:
@@ -254,13 +265,23 @@ cdef class DataReader:
             self._out_cap = need
         self._out_len = 0
         self._bare = 0
-        consumed = self._scan(PyBytes_AS_STRING(data), n)
+        s = PyBytes_AS_STRING(data)
+        consumed = self._scan(s, n)
         if self._bare and not self._normalize:
             self._bad = True
+        # Held bytes are a prefix of CRLF "." CRLF, so every NUL of the message lies in the
+        # consumed part of ``data``; bytes after the end marker belong to the next command.
+        if (
+            not self._allow_nul
+            and not self._nul
+            and consumed > 0
+            and memchr(s, 0, <size_t>consumed) != NULL
+        ):
+            self._nul = True
         self._size += self._out_len
         if self._size > self._limit:
             self._over = True
-        if self._over or self._bad:
+        if self._over or self._bad or self._nul:
             self._parts.clear()  # memory stays bounded by the limit
         elif self._out_len:
             self._parts.append(PyBytes_FromStringAndSize(self._out, self._out_len))
@@ -280,6 +301,7 @@ cdef class DataReader:
             RuntimeError: the end marker has not been fed yet.
             LimitError: the message was longer than ``limit``.
             BareLineEndingError: a bare CR or LF was seen and ``normalize`` is off.
+            NulByteError: a NUL byte was seen and ``allow_nul`` is off.
         """
         if not self._done:
             raise RuntimeError("DATA is not finished")
@@ -287,6 +309,8 @@ cdef class DataReader:
             raise LimitError()
         if self._bad:
             raise BareLineEndingError()
+        if self._nul:
+            raise NulByteError()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)

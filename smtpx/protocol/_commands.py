@@ -66,6 +66,10 @@ def is_address_literal(text: str) -> bool:
         return False
     inner = text[1:-1]
     if inner[:5].upper() == "IPV6:":
+        if "%" in inner:
+            # ipaddress accepts a zone id ("fe80::1%eth0") holding any character, CR and LF
+            # included; RFC 5321 4.1.3's IPv6-addr has none, and it would forge Received lines.
+            return False
         try:
             ipaddress.IPv6Address(inner[5:])
         except ValueError:
@@ -85,15 +89,29 @@ def is_domain(text: str, utf8: bool = False) -> bool:
     """True for a syntactically valid domain (U-labels only when ``utf8``)."""
     if not text or len(text) > MAX_DOMAIN:
         return False
+    if utf8 and not text.isascii() and not text.isprintable():
+        # The U-label ranges below hold C1 controls (U+0085), line and paragraph separators
+        # (U+2028) and bidi overrides (U+202E): none belongs in a name, all reach headers.
+        return False
     return bool((_DOMAIN_UTF8 if utf8 else _DOMAIN).match(text))
 
 
-def parse_domain_arg(arg: str) -> str:
-    """Validate the HELO/EHLO argument: one domain or address literal (RFC 5321 4.1.1.1)."""
-    arg = arg.strip()
-    if not arg or " " in arg or "\t" in arg:
+def parse_domain_arg(arg: str, *, utf8: bool = True) -> str:
+    """Validate the HELO/EHLO argument: one domain or address literal (RFC 5321 4.1.1.1).
+
+    Args:
+        arg: The text after the verb; surrounding spaces are tolerated.
+        utf8: Accept U-labels (EHLO, where SMTPUTF8 is offered). HELO negotiates no
+            extension, so its name must be ASCII.
+
+    Returns:
+        The name. Control characters, other whitespace and, without ``utf8``, any non-ASCII
+        character are refused: the name is copied into Received header fields and logs.
+    """
+    arg = arg.strip(" ")
+    if not arg or not arg.isprintable() or " " in arg or (not utf8 and not arg.isascii()):
         raise CommandSyntaxError(FAIL_SYNTAX_ERROR)
-    if is_address_literal(arg) or is_domain(arg, utf8=True):
+    if is_address_literal(arg) or is_domain(arg, utf8=utf8):
         return arg
     raise CommandSyntaxError(FAIL_SYNTAX_ERROR)
 
@@ -164,8 +182,11 @@ def parse_path(path: str, *, utf8: bool, allow_null: bool, allow_postmaster: boo
     if at <= 0:
         raise CommandSyntaxError(FAIL_INVALID_ADDRESS)
     local, domain = inner[:at], inner[at + 1 :]
-    if not inner.isascii() and not utf8:
-        raise CommandSyntaxError(FAIL_UTF8_NOT_ENABLED)
+    if not inner.isascii():
+        if not utf8:
+            raise CommandSyntaxError(FAIL_UTF8_NOT_ENABLED)
+        if not inner.isprintable():  # C1 controls, U+2028, bidi overrides (see is_domain)
+            raise CommandSyntaxError(FAIL_INVALID_ADDRESS)
     if local.startswith('"'):
         ok = (_QUOTED_UTF8 if utf8 else _QUOTED).match(local) is not None
     else:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from smtpx import responses as R
 from smtpx._impl import DataReader
 from smtpx.address import Address
-from smtpx.errors import BareLineEndingError, LimitError
+from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 from smtpx.responses import Response
 
 from ._commands import (
     CommandSyntaxError,
+    is_address_literal,
+    is_domain,
     parse_domain_arg,
     parse_params,
     parse_path,
@@ -35,6 +38,8 @@ from ._state import ProtocolConfig, State
 
 __all__ = ["Connection", "ProtocolError"]
 
+_log = logging.getLogger("smtpx.protocol")
+
 _XCLIENT_ATTRS = frozenset(
     {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"}
 )
@@ -47,6 +52,12 @@ _TOO_MUCH_INPUT = R.Response(421, "4.7.0", "Too much pipelined input, closing co
 _MAX_PIPELINED = 1024 * 1024
 _XCLIENT_IN_TRANSACTION = R.Response(503, "5.5.1", "XCLIENT not allowed inside a transaction")
 _XCLIENT_BAD_VALUE = R.Response(501, "5.5.4", "Bad XCLIENT attribute value")
+_INTERNAL_ERROR_CLOSE = R.Response(421, "4.3.0", "Internal error, closing connection")
+# RFC 2920 3.1: these end a group of pipelined commands; the client waits for their reply.
+# QUIT is left out (input after it is dropped with the connection), STARTTLS too (RFC 3207 5:
+# the core discards what follows it).
+_LAST_IN_GROUP = frozenset({b"EHLO", b"HELO", b"DATA", b"VRFY", b"EXPN", b"TURN", b"NOOP"})
+_ERROR_CLASSES = frozenset(b"45")  # first byte of a 4xx or 5xx reply
 
 
 def _xclient_valid(name: str, value: str) -> bool:
@@ -55,6 +66,10 @@ def _xclient_valid(name: str, value: str) -> bool:
     # [TEMPUNAVAIL] is only meaningful for NAME.
     if name in ("ADDR", "DESTADDR"):
         text = value[5:] if value[:5].upper() == "IPV6:" else value
+        if "%" in text:
+            # ipaddress accepts IPv6 zone ids ("fe80::1%eth0") of any characters, CR and LF
+            # included: they would forge or break the Received line. A zone means nothing here.
+            return False
         try:
             ipaddress.ip_address(text)
         except ValueError:
@@ -62,7 +77,11 @@ def _xclient_valid(name: str, value: str) -> bool:
         return True
     if name in ("PORT", "DESTPORT"):
         return value.isascii() and value.isdigit() and len(value) <= 5 and int(value) <= 65535
-    if name == "HELO" or name == "NAME":
+    if name == "HELO":
+        # Checked as EHLO checks its argument (RFC 5321 4.1.1.1): it becomes the Received
+        # line's "from" name. ASCII only: it may have come with HELO, which has no SMTPUTF8.
+        return value.isascii() and (is_address_literal(value) or is_domain(value))
+    if name == "NAME":
         return value.isprintable() and value.isascii()
     return True
 
@@ -96,11 +115,16 @@ class Connection:
         "_config",
         "_discarding",
         "_eof",
+        "_errors",
+        "_internal_errors",
+        "_junk",
         "_out",
         "_pending",
         "_pos",
         "_reader",
+        "_sync",
         "_unrecognized",
+        "_violation",
         "body_type",
         "esmtp",
         "helo",
@@ -124,6 +148,13 @@ class Connection:
         self._reader: DataReader | None = None
         self._pending: Event | None = None
         self._unrecognized = 0
+        self._errors = 0  # error replies since the last accepted message (max_errors)
+        self._junk = 0  # NOOP/RSET/VRFY/HELP since the last accepted message
+        self._internal_errors = 0
+        # A reply the client must wait for is queued but not yet taken by data_to_send(): any
+        # input now is improper pipelining (forbid_unauth_pipelining).
+        self._sync = False
+        self._violation = False
         self.state = State.COMMAND
         self.tls_active = tls_active
         self.xclient = xclient
@@ -141,6 +172,7 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Take every queued reply, in order, as one write."""
+        self._sync = False
         if not self._out:
             return b""
         out = b"".join(self._out)
@@ -157,6 +189,11 @@ class Connection:
         self._reply(response)
         self._reset_transaction()
         self.state = State.COMMAND
+        if response.is_success:
+            # Postfix: the junk command count is reset after mail is delivered, and the hard
+            # error limit counts errors "without delivering mail".
+            self._errors = 0
+            self._junk = 0
 
     def close(self, response: Response | None = None) -> None:
         """Queue an optional final reply (e.g. 421) and stop parsing input."""
@@ -212,6 +249,17 @@ class Connection:
             return
         if self.state is State.CLOSED or self.state is State.STARTTLS:
             return  # RFC 3207 5: plaintext after STARTTLS is never acted on
+        if self._sync and self._config.forbid_unauth_pipelining:
+            # The client did not wait for a reply it must wait for (RFC 2920 3.1); after DATA
+            # these bytes must not reach the reader. next_event() reports it.
+            self._violation = True
+            return
+        try:
+            self._receive(data)
+        except Exception:  # invariant 2: a bug must not take the connection down silently
+            self._internal_error(in_command=False)
+
+    def _receive(self, data: bytes) -> None:
         if self.state is State.DATA and self._reader is not None and self._pos >= len(self._buf):
             # Hot path: message bytes go straight to the reader, without the command buffer.
             used = self._reader.feed(data)
@@ -235,19 +283,71 @@ class Connection:
             The next event, or ``NEED_DATA`` when more input is needed.
         """
         while True:
+            in_command = self.state is State.COMMAND
+            try:
+                return self._next_event()
+            except Exception:  # invariant 2: the last resort (see _state.py)
+                event = self._internal_error(in_command=in_command)
+                if event is not None:
+                    return event
+
+    def _internal_error(self, *, in_command: bool) -> CloseConnection | None:
+        """Turn a bug into a reply: 451 and go on after a command, else 421 and close."""
+        self._internal_errors += 1
+        if self._internal_errors == 1:
+            _log.exception("internal error in the SMTP protocol core (state %s)", self.state)
+        if in_command and self.state is State.COMMAND and self._internal_errors <= 3:
+            # The command line was consumed before its handler ran: answer it and go on.
+            self._reset_transaction()
+            self._reply(R.ERROR_LOCAL_PROCESSING)
+            if not self._count_errors(1):
+                return None
+            return CloseConnection("too many errors")
+        if self.state is not State.CLOSED:
+            self.close(_INTERNAL_ERROR_CLOSE)
+        self._pending = None
+        return CloseConnection("internal error")
+
+    def _count_errors(self, count: int) -> bool:
+        """Add ``count`` error replies; at ``max_errors`` queue 421 and close (True)."""
+        if not count:
+            return False
+        self._errors += count
+        limit = self._config.max_errors
+        if limit and self._errors >= limit and self.state is not State.CLOSED:
+            # Postfix smtpd_hard_error_limit: "421 4.7.0 Error: too many errors".
+            self.close(R.ERROR_TOO_MANY_ERRORS)
+            return True
+        return False
+
+    def _next_event(self) -> Event | NeedData:
+        while True:
             pending = self._pending
             if pending is not None:
                 self._pending = None
                 return pending
+            if self._violation:
+                self._violation = False
+                self.close(R.FAIL_IMPROPER_PIPELINING)
+                return CloseConnection("improper command pipelining")
             state = self.state
             if state is State.COMMAND:
+                mark = len(self._out)
                 line = self._next_line()
                 if line is None:
+                    if self._count_errors(self._error_replies(mark)):
+                        return CloseConnection("too many errors")
                     if self._eof:
                         self.state = State.CLOSED
                         return ConnectionClosed(in_data=False)
                     return NEED_DATA
                 event = self._command(line)
+                if self.state is not State.CLOSED:
+                    if self._count_errors(self._error_replies(mark)):
+                        return CloseConnection("too many errors")
+                    if self._config.forbid_unauth_pipelining and self._improper(line):
+                        self.close(R.FAIL_IMPROPER_PIPELINING)
+                        return CloseConnection("improper command pipelining")
                 if event is not None:
                     return event
             elif state is State.DATA:
@@ -268,6 +368,25 @@ class Connection:
                 return NEED_DATA
             else:
                 return NEED_DATA
+
+    def _error_replies(self, mark: int) -> int:
+        """How many of the replies queued since ``mark`` are errors (4xx or 5xx)."""
+        out = self._out
+        new = len(out) - mark
+        if new == 1:  # the usual case: one reply per command line
+            return 1 if out[mark][0] in _ERROR_CLASSES else 0
+        return sum(1 for i in range(mark, len(out)) if out[i][0] in _ERROR_CLASSES)
+
+    def _improper(self, line: bytes) -> bool:
+        """After ``line`` was handled: did the client send on where it had to wait?"""
+        if self.state is State.STARTTLS:
+            return False  # RFC 3207 5: what followed was discarded, as always
+        if self.esmtp and not (line[:4].upper() in _LAST_IN_GROUP and line[4:5] in (b"", b" ")):
+            return False  # PIPELINING is in effect and the command may be followed
+        if self._pos < len(self._buf):
+            return True
+        self._sync = True  # more input before data_to_send() is improper as well
+        return False
 
     def _next_line(self) -> bytes | None:
         buf = self._buf
@@ -299,7 +418,8 @@ class Connection:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._reply(R.FAIL_SYNTAX_ERROR)
+            # Not a parameter error but an unreadable command: 500 5.5.2, as Postfix answers.
+            self._reply(R.FAIL_BAD_UTF8)
             return None
         verb, _, arg = line.partition(" ")
         verb = verb.upper()
@@ -330,7 +450,7 @@ class Connection:
         return self._greet(arg, extended=True)
 
     def _greet(self, arg: str, *, extended: bool) -> Event | None:
-        name = parse_domain_arg(arg)
+        name = parse_domain_arg(arg, utf8=extended)
         self._reset_transaction()  # RFC 5321 4.1.4: HELO/EHLO implies RSET
         self.helo = name
         self.esmtp = extended
@@ -370,7 +490,8 @@ class Connection:
         for key, value in params.items():
             if key == "SIZE":
                 # RFC 1870 6.3: a declared size over the limit is refused at MAIL.
-                if value is None or not value.isdigit():
+                # isdigit() alone is true for "²" and other digits int() refuses.
+                if value is None or not (value.isascii() and value.isdigit()):
                     raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
                 if int(value) > self._config.max_size:
                     self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
@@ -423,7 +544,8 @@ class Connection:
             self._reply(R.FAIL_NO_RECIPIENTS_DATA_CMD)
             return None
         self._reply(R.SUCCESS_DATA_CMD)
-        self._reader = DataReader(self._config.max_size, self._config.normalize_line_endings)
+        cfg = self._config
+        self._reader = DataReader(cfg.max_size, cfg.normalize_line_endings, cfg.allow_nul)
         self.state = State.DATA
         return None
 
@@ -437,6 +559,8 @@ class Connection:
             self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
         except BareLineEndingError:
             self._reply(R.FAIL_BARE_LINE_ENDING)
+        except NulByteError:
+            self._reply(R.FAIL_NUL_IN_DATA)
         else:
             self.state = State.AWAIT_REPLY
             self._reader = None
@@ -446,8 +570,20 @@ class Connection:
             return
         self._reset_transaction()
         self.state = State.COMMAND
+        self._count_errors(1)  # closes at max_errors; the driver sees State.CLOSED
+
+    def _junk_command(self) -> CloseConnection | None:
+        """Count a junk command (NOOP, RSET, VRFY, HELP); over the limit, 421 and close."""
+        self._junk += 1
+        limit = self._config.max_junk_commands
+        if limit and self._junk > limit:
+            self.close(R.ERROR_TOO_MANY_JUNK_COMMANDS)
+            return CloseConnection("too many junk commands")
+        return None
 
     def _rset(self, arg: str) -> Event | None:
+        if (closed := self._junk_command()) is not None:
+            return closed
         if arg.strip():
             raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
         self._reset_transaction()
@@ -455,16 +591,22 @@ class Connection:
         return None
 
     def _noop(self, arg: str) -> Event | None:
+        if (closed := self._junk_command()) is not None:
+            return closed
         self._reply(R.SUCCESS_NOOP_CMD)
         return None
 
     def _vrfy(self, arg: str) -> Event | None:
+        if (closed := self._junk_command()) is not None:
+            return closed
         if not arg.strip():
             raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
         self._reply(R.SUCCESS_VERIFY_CMD)
         return None
 
     def _help(self, arg: str) -> Event | None:
+        if (closed := self._junk_command()) is not None:
+            return closed
         self._reply(_HELP)
         return None
 

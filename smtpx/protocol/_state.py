@@ -16,8 +16,14 @@ the next input bytes mean:
 Invariants:
 1. Every reply is produced by the core, except the reply to a ``Message`` event.
 2. Bad client input only ever produces an SMTP reply (or a close after one); any other exception
-   escaping the core is a bug.
+   is a bug. Should one happen anyway, ``Connection`` catches it as a last resort, logs it once
+   (logger ``smtpx.protocol``) and answers ``451 4.3.0`` to the command that caused it (the
+   session goes on), or ``421 4.3.0`` and closes when it happened while reading a message or
+   outside any command.
 3. Memory is bounded: the command buffer by ``max_line_length``, the message by ``max_size``.
+4. Time is bounded per client: ``max_errors`` error replies or ``max_junk_commands`` junk
+   commands without an accepted message end the session with 421 (Postfix's
+   ``smtpd_hard_error_limit`` and ``smtpd_junk_command_limit``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,30 @@ class ProtocolConfig:
         normalize_line_endings: Store bare CR/LF in DATA as CRLF instead of rejecting.
         max_line_length: Longest command line, CRLF excluded.
         banner: Text after the hostname in the 220 greeting.
+        max_errors: The session ends with ``421 4.7.0`` once the core has given this many
+            error replies (4xx/5xx) without an accepted message in between, as Postfix's
+            ``smtpd_hard_error_limit`` (default 20). Counted: every 4xx/5xx the core sends to a
+            command line (unknown or malformed commands, bad arguments, wrong sequence, over-long
+            lines, refused parameters) and to the end of a message it refuses (size, bare CR/LF,
+            NUL). Not counted: replies the handler chooses. A message accepted (a 2xx reply to
+            ``send``) resets the count. 0 disables the limit.
+        max_junk_commands: NOOP, RSET, VRFY and HELP commands allowed without an accepted
+            message in between (Postfix's ``smtpd_junk_command_limit``, default 100: NOOP,
+            VRFY, ETRN, RSET; ETRN and EXPN are answered 502 here and count as errors instead).
+            The next one is answered ``421 4.7.0`` and the session ends. Unlike Postfix, which
+            then counts each junk command as an error, smtpx closes at once. An accepted message
+            resets the count. 0 disables the limit.
+        forbid_unauth_pipelining: Drop clients that do not wait for a reply where RFC 2920 says
+            they must, as Postfix 3.9's ``smtpd_forbid_unauth_pipelining`` (on by default):
+            input received after EHLO, HELO, DATA, VRFY, EXPN, TURN or NOOP before their
+            reply was sent (RFC 2920 3.1: these end a group; after DATA such input would be read
+            as the message, or run as a second transaction), and input after any command while
+            PIPELINING is not in effect (before EHLO, or after HELO). The client gets
+            ``554 5.5.0`` and the connection closes. QUIT and STARTTLS are not checked: input
+            after them is discarded anyway (RFC 3207 5).
+        allow_nul: Store NUL bytes in DATA. Off by default: a message holding a NUL is read to
+            its end and refused with ``550 5.6.0`` (RFC 5322 2.3; a later hop that drops NULs
+            would read ``CRLF NUL . CRLF`` as the end of the data).
     """
 
     hostname: str
@@ -66,3 +96,7 @@ class ProtocolConfig:
     normalize_line_endings: bool = False
     max_line_length: int = COMMAND_LINE_MAX_LENGTH
     banner: str = "ESMTP smtpx"
+    allow_nul: bool = False
+    max_errors: int = 20
+    max_junk_commands: int = 100
+    forbid_unauth_pipelining: bool = True

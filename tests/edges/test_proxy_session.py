@@ -49,12 +49,14 @@ def test_v1_address_reaches_envelope_and_received(make_server: MakeServer) -> No
 
 def test_header_and_commands_in_one_write(make_server: MakeServer) -> None:
     # Bytes after the header stay for the SMTP layer; they are answered after the greeting.
+    # (One command only: EHLO ends a pipelining group, RFC 2920 3.1, so a NOOP sent with it
+    # would be improper pipelining and end the session.)
     srv = make_server(proxy_on=True)
     with connect(srv.port) as c:
-        c.send(V1 + b"EHLO client.test\r\nNOOP\r\n")
+        c.send(V1 + b"EHLO client.test\r\n")
         assert c.reply().startswith(b"220 mx.test")
         assert c.reply().startswith(b"250-mx.test")
-        assert c.reply().startswith(b"250 2.0.0")
+        assert c.cmd(b"NOOP\r\n").startswith(b"250 2.0.0")
 
 
 def test_v2_ipv6_with_tlvs(make_server: MakeServer) -> None:
