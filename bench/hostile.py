@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -222,6 +223,12 @@ def main() -> None:
         with contextlib.suppress(OSError):
             stored = os.listdir(os.path.join(maildir, "new"))
             print(f"stored messages: {len(stored)}")
+            verdicts = set()
+            for name in stored:
+                with open(os.path.join(maildir, "new", name), "rb") as f:
+                    head = f.read(4096)
+                verdicts.update(re.findall(rb"dkim=[a-z]+(?: reason=\"[^\"]*\")?", head))
+            print("dkim verdicts stored:", sorted(verdicts))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,7 +40,6 @@ from . import (
     Result,
     SPFResult,
     _dns,
-    _header_spans,
     authserv_id_of,
     format,
 )
@@ -60,31 +60,49 @@ def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
 
     RFC 8601 5: a border MTA must remove (or rename) such fields, which were forged or came
     from an earlier pass through this server. The comparison is case-insensitive. Fields of
-    other authserv-ids, and the body, are kept byte for byte.
+    other authserv-ids, and the body, are kept byte for byte. It runs on the event loop, so
+    the header section is scanned by one regular expression (C speed, linear) and only the
+    Authentication-Results fields reach Python code.
 
     Returns:
         ``message`` itself when nothing was removed, otherwise a new bytes object.
     """
     wanted = authserv_id.lower()
-    spans, _ = _header_spans(message)
+    end = _header_end(message)
     drop: list[tuple[int, int]] = []
-    for name, start, end in spans:
-        if name != "authentication-results":
-            continue
-        raw = message[start:end]
-        value = raw[raw.find(b":") + 1 :].replace(b"\r", b"").replace(b"\n", b"")
+    for m in _AR_FIELD.finditer(message, 0, end):
+        value = m.group(1).replace(b"\r", b"").replace(b"\n", b"")
         ident = authserv_id_of(value.decode("utf-8", "replace"))
         if ident is not None and ident.lower() == wanted:
-            drop.append((start, end))
+            drop.append(m.span())
     if not drop:
         return message
     parts: list[bytes] = []
     pos = 0
-    for start, end in drop:
+    for start, stop in drop:
         parts.append(message[pos:start])
-        pos = end
+        pos = stop
     parts.append(message[pos:])
     return b"".join(parts)
+
+
+# One Authentication-Results field with its continuation lines and its line end (RFC 5322
+# 2.2.3). Each repetition starts at a line start and [^\n]* runs to the LF: no backtracking.
+_AR_FIELD = re.compile(
+    rb"^authentication-results[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _header_end(message: bytes) -> int:
+    """Offset of the empty line that ends the header section (``len(message)`` if none)."""
+    if message[:1] == b"\n" or message[:2] == b"\r\n":
+        return 0
+    crlf = message.find(b"\n\r\n")
+    lf = message.find(b"\n\n", 0, len(message) if crlf < 0 else crlf + 2)
+    if lf >= 0:
+        return lf + 1
+    return crlf + 1 if crlf >= 0 else len(message)
 
 
 def _cut(reason: str) -> str:

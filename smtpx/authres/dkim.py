@@ -113,7 +113,10 @@ _FIELD = re.compile(rb"([!-9;-~]+):([^\n]*\n(?:[ \t][^\n]*\n)*)")
 # An mbox "From " separator line, tolerated and skipped (as dkimpy does).
 _MBOX_FROM = re.compile(rb"From [^\n]*\n")
 _PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-_DKIM_SIGNATURE = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# Applied to LF + the lowercased header section: a literal prefix, so the search is fast.
+_DKIM_SIGNATURE = re.compile(rb"\ndkim-signature[ \t]*:")
+# A header section _split accepts, as one match (used where no split is needed).
+_WELL_FORMED = re.compile(rb"(?:[!-9;-~]+:[^\n]*\n(?:[ \t][^\n]*\n)*|From [^\n]*\n)*")
 
 
 class DKIMSignError(ValueError):
@@ -417,6 +420,10 @@ def _over_caps(block: bytes, max_bytes: int, max_fields: int) -> str:
     return ""
 
 
+def _with_lf(block: bytes) -> bytes:
+    return block + b"\n" if block and not block.endswith(b"\n") else block
+
+
 def _split(message: bytes, end: int, body_start: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The header fields as (name, raw value) and the body, lines ending in CRLF (as dkimpy).
 
@@ -426,9 +433,7 @@ def _split(message: bytes, end: int, body_start: int) -> tuple[list[tuple[bytes,
     Raises:
         MailParseError: A line is neither a field, a continuation nor an mbox ``From`` line.
     """
-    block = message[:end]
-    if block and not block.endswith(b"\n"):
-        block += b"\n"
+    block = _with_lf(message[:end])
     fields: list[tuple[bytes, bytes]] = []
     pos = 0
     while pos < len(block):
@@ -599,10 +604,14 @@ async def verify(
     """
     end, body_start = _header_end(message)
     block = message[:end]
+    if _DKIM_SIGNATURE.search(b"\n" + block.lower()) is None:
+        # Unsigned (the common case): nothing to split or hash, nothing queued in the pool. A
+        # malformed header section (within the byte cap) is still reported, as for signed mail.
+        if len(block) <= max_header_bytes and _WELL_FORMED.fullmatch(_with_lf(block)) is None:
+            raise MailParseError("malformed message header")
+        return []
     over = _over_caps(block, max_header_bytes, max_header_fields)
     if over:
-        if _DKIM_SIGNATURE.search(block) is None:
-            return []
         return [Verification(result=PERMERROR, reason=over)]
     if pool is None:
         pool = executor()
