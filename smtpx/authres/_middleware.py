@@ -2,8 +2,10 @@
 
 Differences from the Go ``AddAuthenticationResult`` (reference 6.1, 9.7, 9.8):
 
-* all lookups are async and share one resolver; DKIM's hashing runs in a worker thread, so
-  the event loop keeps serving other connections;
+* all lookups are async and share one resolver; DKIM's hashing and signature checks run on
+  a small pool of their own (:func:`smtpx.authres.dkim.executor`), within header caps, so the
+  event loop keeps serving other connections and the default executor (where synchronous
+  handlers store mail) never queues behind them;
 * SPF, DKIM and the DMARC record discovery run concurrently under one deadline; a check still
   running at the deadline is reported as ``temperror``;
 * SPF uses the client IP as given (IPv6 included) and checks HELO for a null sender;
