@@ -610,8 +610,10 @@ async def verify(
     if _DKIM_SIGNATURE.search(b"\n" + block.lower()) is None:
         # Unsigned (the common case): nothing to split or hash, nothing queued in the pool. A
         # malformed header section (within the byte cap) is still reported, as for signed mail.
-        if len(block) <= max_header_bytes and (
-            block[:1] in (b" ", b"\t") or _BAD_LINE.search(b"\n" + block.rstrip(b"\n"))
+        if (
+            block
+            and len(block) <= max_header_bytes
+            and (block[:1] in (b" ", b"\t") or _BAD_LINE.search(b"\n" + block.rstrip(b"\n")))
         ):
             raise MailParseError("malformed message header")
         return []
