@@ -244,6 +244,7 @@ async def test_malformed_header_lines_are_parse_errors_signed_or_not(
         await dkim.verify(signed(HONEST, key, "s") + bad)
     # An mbox "From " line is tolerated, as dkimpy does.
     assert await dkim.verify(b"From alice Fri Jul 11 2003\r\n" + HONEST) == []
+    assert await dkim.verify(b"\r\nno header at all\r\n") == []
 
 
 @pytest.fixture
