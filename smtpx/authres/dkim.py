@@ -623,11 +623,13 @@ async def verify(
     if pool is None:
         pool = executor()
     fields, body = await _in_pool(pool, functools.partial(_split, message, end, body_start))
+    signatures = [
+        (i, value) for i, (name, value) in enumerate(fields) if name.lower() == b"dkim-signature"
+    ][: max(0, max_verifications)]
     sigs = [
         _describe(i, value.decode("utf-8", "replace"), allow_body_length=allow_body_length)
-        for i, (name, value) in enumerate(fields)
-        if name.lower() == b"dkim-signature"
-    ][: max(0, max_verifications)]
+        for i, value in signatures
+    ]
     if not sigs:
         return []
     names = sorted({s.key_name for s in sigs if not s.settled})
