@@ -1,11 +1,24 @@
-"""DKIM signing and verification (RFC 6376, RFC 8301, RFC 8463) on top of dkimpy.
+"""DKIM signing and verification (RFC 6376, RFC 8301, RFC 8463).
 
-Verification never blocks the event loop: the key records are fetched with smtpx's async DNS
-layer (:mod:`smtpx.authres._dns`), then dkimpy's hashing and RSA/Ed25519 maths run in a worker
-thread with a lookup function that serves the records already fetched.
+Verification never blocks the event loop, and one hostile message cannot stall the server:
 
-dkimpy's yes/no answer is not taken at face value. Before dkimpy runs, every signature and key
-record is checked here, so that:
+* the key records are fetched with smtpx's async DNS layer (:mod:`smtpx.authres._dns`);
+* the header section is split here, in linear time, into the raw fields that canonicalisation
+  needs (dkimpy's own parser is quadratic in continuation lines), and only within two caps,
+  checked before any work starts: ``max_header_bytes`` (default
+  :data:`DEFAULT_MAX_HEADER_BYTES`) and ``max_header_fields`` (default
+  :data:`DEFAULT_MAX_HEADER_FIELDS`); a signed message over either cap gets ``permerror``;
+* the signature maths runs in OpenSSL through ``cryptography`` (RSASSA-PKCS1-v1_5 and
+  Ed25519), never in dkimpy's pure-Python ``pow()``; RSA keys longer than
+  :data:`MAX_RSA_BITS` or with an exponent above :data:`MAX_RSA_EXPONENT` are refused before
+  any arithmetic (RFC 8301 3.2 asks verifiers to handle 1024 to 4096 bits) -> ``permerror``;
+* hashing and verifying run on a small thread pool of their own (:func:`executor`), separate
+  from the event loop's default executor, so that a handler's ``to_thread`` work (the Maildir
+  store) never queues behind them; a job still queued when its check is abandoned is dropped.
+
+dkimpy is used for the RFC 6376 3.4 canonicalisation algorithms and for signing only.
+
+Every signature and key record is checked here, so that:
 
 * ``rsa-sha1`` signatures are refused (RFC 8301 3.1) -> ``permerror``;
 * a key record's ``h=`` list must allow sha256 (RFC 6376 3.6.1) -> ``permerror`` otherwise;
@@ -25,17 +38,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import datetime
+import functools
 import hashlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from dataclasses import replace as _replace
+from typing import TypeVar
 
 import dkim
 import dns.asyncresolver
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from smtpx.errors import MailParseError
 
@@ -44,9 +64,15 @@ from . import FAIL, PASS, PERMERROR, POLICY, TEMPERROR, DKIMResult, _dns
 __all__ = [
     "ALGORITHM_ED25519_SHA256",
     "ALGORITHM_RSA_SHA256",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_HEADER_FIELDS",
     "DEFAULT_MAX_VERIFICATIONS",
+    "EXECUTOR_WORKERS",
+    "MAX_RSA_BITS",
+    "MAX_RSA_EXPONENT",
     "DKIMSignError",
     "Verification",
+    "executor",
     "sign",
     "verify",
 ]
@@ -55,14 +81,42 @@ ALGORITHM_RSA_SHA256 = "rsa-sha256"
 ALGORITHM_ED25519_SHA256 = "ed25519-sha256"
 DEFAULT_MAX_VERIFICATIONS = 5
 """Signatures verified per message; later ones are ignored (RFC 6376 6.1 lets verifiers limit)."""
+DEFAULT_MAX_HEADER_BYTES = 256 * 1024
+"""Largest header section (bytes up to the empty line) a signature is verified in.
+
+Honest header sections are a few KiB, long Received chains some tens; Exchange Online refuses
+mail whose header is over 256 KiB. A signed message above the cap gets ``permerror``."""
+DEFAULT_MAX_HEADER_FIELDS = 1000
+"""Most header fields (mbox ``From`` lines included) a signature is verified among."""
+MAX_RSA_BITS = 4096
+"""Longest RSA modulus accepted. RFC 8301 3.2: verifiers must handle 1024 to 4096 bits; a longer
+key only makes each verification dearer for the receiver (``permerror``)."""
+MAX_RSA_EXPONENT = 2**32
+"""Largest RSA public exponent accepted (65537 in practice; ``permerror`` above)."""
+EXECUTOR_WORKERS = 2
+"""Threads of the pool :func:`executor` returns."""
 
 _log = logging.getLogger("smtpx.authres.dkim")
+_T = TypeVar("_T")
 
 _KEY_TYPE = {ALGORITHM_RSA_SHA256: "rsa", ALGORITHM_ED25519_SHA256: "ed25519"}
 # RFC 6376 3.5 required tags.
 _REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")
 # PKCS#8 wrapping of an Ed25519 private key (RFC 8410 7): fixed 16-byte prefix, then the seed.
 _ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+# RFC 6376 3.5 t=: dkimpy's leeway for a signer's clock running ahead (10 hours), kept.
+_CLOCK_SLOP = 36000
+# Where one header field ends and the next begins: an LF not followed by SP or HTAB (RFC 5322
+# 2.2.3). A plain search, no repetition: Python's re grows a stack per repetition of a group,
+# which made a field regex with a (continuation line)* part superlinear on 500,000 lines.
+_FIELD_END = re.compile(rb"\n(?![ \t])")
+# A field's name (printable ASCII but ":", RFC 5322 2.2) and its colon, at the field's start.
+_NAME = re.compile(rb"[!-9;-~]+:")
+# A line start (after LF) that opens neither a field, a continuation nor an mbox "From " line.
+_BAD_LINE = re.compile(rb"\n(?![ \t]|[!-9;-~]+:|From )")
+_PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+# Applied to LF + the lowercased header section: a literal prefix, so the search is fast.
+_DKIM_SIGNATURE = re.compile(rb"\ndkim-signature[ \t]*:")
 
 
 class DKIMSignError(ValueError):
@@ -142,7 +196,7 @@ def _tags(raw: str, what: str) -> dict[str, str]:
 def _unix(value: str | None, tag: str) -> datetime.datetime | None:
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise _SigError(PERMERROR, f"{tag}= is not a decimal number")
     try:
         return datetime.datetime.fromtimestamp(int(value), datetime.timezone.utc)
@@ -154,18 +208,33 @@ def _unix(value: str | None, tag: str) -> datetime.datetime | None:
 class _Sig:
     """Pre-checked signature, or the Verification that already settles it."""
 
-    index: int
+    position: int
     verification: Verification
+    tags: dict[str, str] = field(default_factory=dict)
     key_name: str = ""
     settled: bool = False
 
 
-def _describe(index: int, value: str, *, allow_body_length: bool) -> _Sig:
+@dataclass(frozen=True)
+class _Job:
+    """What the worker thread needs for one signature: all checks on the loop are done."""
+
+    index: int
+    position: int
+    header_keys: tuple[str, ...]
+    canonicalization: tuple[str, str]
+    body_length: int | None
+    body_hash: bytes
+    signature: bytes
+    key: _PublicKey
+
+
+def _describe(field_index: int, value: str, *, allow_body_length: bool) -> _Sig:
     unfolded = re.sub(r"[ \t\r\n]+", " ", value)
     try:
         tags = _tags(unfolded, "signature")
     except _SigError as exc:
-        return _Sig(index, Verification(result=exc.result, reason=exc.reason), settled=True)
+        return _Sig(field_index, Verification(result=exc.result, reason=exc.reason), settled=True)
     b = re.sub(r"\s+", "", tags.get("b", ""))
     domain = tags.get("d", "")
     base = Verification(
@@ -182,9 +251,29 @@ def _describe(index: int, value: str, *, allow_body_length: bool) -> _Sig:
         base = _replace(base, time=_unix(tags.get("t"), "t"), expiration=_unix(tags.get("x"), "x"))
         _check_signature(tags, base, allow_body_length=allow_body_length)
     except _SigError as exc:
-        return _Sig(index, _replace(base, result=exc.result, reason=exc.reason), settled=True)
+        return _Sig(field_index, _replace(base, result=exc.result, reason=exc.reason), settled=True)
     name = f"{base.selector}._domainkey.{base.domain}".lower()
-    return _Sig(index, base, key_name=name)
+    return _Sig(field_index, base, tags=tags, key_name=name)
+
+
+def _base64(value: str, tag: str) -> bytes:
+    compact = re.sub(r"\s+", "", value)
+    try:
+        decoded = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise _SigError(PERMERROR, f"{tag}= is not valid base64") from None
+    if not decoded:
+        raise _SigError(PERMERROR, f"{tag}= is empty")
+    return decoded
+
+
+def _canonicalization(tags: Mapping[str, str]) -> tuple[str, str]:
+    # RFC 6376 3.5 c=: "header/body", each simple or relaxed; a lone value is the header's.
+    header, _, body = tags.get("c", "simple/simple").lower().partition("/")
+    body = body or "simple"
+    if header not in ("simple", "relaxed") or body not in ("simple", "relaxed"):
+        raise _SigError(PERMERROR, f"unsupported canonicalization c={tags['c']}")
+    return header, body
 
 
 def _check_signature(tags: Mapping[str, str], v: Verification, *, allow_body_length: bool) -> None:
@@ -209,18 +298,25 @@ def _check_signature(tags: Mapping[str, str], v: Verification, *, allow_body_len
         raise _SigError(PERMERROR, "h= does not include From (RFC 6376 5.4)")
     if "l" in tags and not allow_body_length:
         raise _SigError(POLICY, "body length limit l= is not accepted")
+    if "l" in tags and not re.fullmatch(r"[0-9]{1,76}", tags["l"]):
+        raise _SigError(PERMERROR, "l= is not a decimal number")
     if "q" in tags and "dns/txt" not in [q.strip() for q in tags["q"].split(":")]:
         raise _SigError(PERMERROR, f"unsupported query method q={tags['q']}")
+    _canonicalization(tags)
+    _base64(tags["bh"], "bh")
+    _base64(tags["b"], "b")
     now = datetime.datetime.now(datetime.timezone.utc)
     if v.expiration is not None and v.expiration < now:
         # RFC 6376 3.5 x=: an expired signature is treated as failing (PERMFAIL).
         raise _SigError(PERMERROR, "signature expired")
     if v.expiration is not None and v.time is not None and v.expiration < v.time:
         raise _SigError(PERMERROR, "x= is before t=")
+    if v.time is not None and v.time > now + datetime.timedelta(seconds=_CLOCK_SLOP):
+        raise _SigError(PERMERROR, "t= is in the future")
 
 
-def _check_key(record: str, v: Verification, min_rsa_bits: int) -> None:
-    """RFC 6376 3.6.1 key record checks dkimpy skips or reports as a plain False."""
+def _check_key(record: str, v: Verification, min_rsa_bits: int) -> _PublicKey:
+    """RFC 6376 3.6.1 key record checks; returns the key, refused when too costly to use."""
     try:
         tags = _tags(record, "key record")
     except _SigError:
@@ -252,15 +348,26 @@ def _check_key(record: str, v: Verification, min_rsa_bits: int) -> None:
     except (binascii.Error, ValueError):
         raise _SigError(PERMERROR, "key record p= is not base64") from None
     if key_type == "ed25519":
+        # RFC 8463 4.2: p= is the raw 32-byte public key.
         if len(der) != 32:
             raise _SigError(PERMERROR, "ed25519 key is not 32 bytes")
-        return
+        return ed25519.Ed25519PublicKey.from_public_bytes(der)
+    # Parsing only copies the numbers (no arithmetic): SubjectPublicKeyInfo or a bare
+    # RFC 8017 RSAPublicKey, both seen in DKIM records. cryptography refuses e < 3 or e >= n.
     try:
-        modulus = dkim.parse_public_key(der)["modulus"]
-    except Exception:  # dkimpy's ASN.1 reader raises assorted errors
+        key = serialization.load_der_public_key(der)
+    except (ValueError, TypeError, NotImplementedError):
         raise _SigError(PERMERROR, "key record p= is not an RSA public key") from None
-    if modulus.bit_length() < min_rsa_bits:
-        raise _SigError(PERMERROR, f"RSA key too short: {modulus.bit_length()} bits")
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise _SigError(PERMERROR, "key record p= is not an RSA public key")
+    bits = key.key_size
+    if bits < min_rsa_bits:
+        raise _SigError(PERMERROR, f"RSA key too short: {bits} bits")
+    if bits > MAX_RSA_BITS:
+        raise _SigError(PERMERROR, f"RSA key too long: {bits} bits (at most {MAX_RSA_BITS})")
+    if key.public_numbers().e > MAX_RSA_EXPONENT:
+        raise _SigError(PERMERROR, "RSA public exponent too large (at most 2^32)")
+    return key
 
 
 async def _fetch_key(
@@ -280,53 +387,189 @@ async def _fetch_key(
     return name, records[0]
 
 
-def _parse_message(message: bytes) -> dkim.DKIM:
-    try:
-        return dkim.DKIM(message, logger=_log)
-    except dkim.MessageFormatError as exc:
-        raise MailParseError(f"malformed message header: {exc}") from exc
+# -- the header section --------------------------------------------------------------------
 
 
-def _signature_values(d: dkim.DKIM) -> list[str]:
-    return [
-        value.decode("utf-8", "replace")
-        for name, value in d.headers
-        if name.lower() == b"dkim-signature"
-    ]
+def _header_end(message: bytes) -> tuple[int, int]:
+    """(end of the header section, start of the body): the first empty line ends the header.
+
+    Lines end with LF or CRLF, as in smtpx's header parser (``smtpx._headers_py``) and dkimpy.
+    Without an empty line the whole message is header and the body is empty.
+    """
+    if message[:1] == b"\n":
+        return 0, 1
+    if message[:2] == b"\r\n":
+        return 0, 2
+    crlf = message.find(b"\n\r\n")
+    lf = message.find(b"\n\n", 0, len(message) if crlf < 0 else crlf + 2)
+    if lf >= 0:
+        return lf + 1, lf + 2
+    if crlf >= 0:
+        return crlf + 1, crlf + 3
+    return len(message), len(message)
 
 
-def _run_dkimpy(
-    d: dkim.DKIM, sigs: Sequence[_Sig], keys: Mapping[str, str], min_rsa_bits: int
-) -> list[Verification]:
-    """The CPU part, in a worker thread: dkimpy checks the hashes and the signature."""
-    d.minkey = min_rsa_bits
+def _over_caps(block: bytes, max_bytes: int, max_fields: int) -> str:
+    """Why ``block`` is over a cap ("" if not). Only C-speed scans: safe on the event loop."""
+    if len(block) > max_bytes:
+        return f"header section over {max_bytes} bytes: not verified"
+    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    folded = block.count(b"\n ") + block.count(b"\n\t") + (block[:1] in (b" ", b"\t"))
+    if lines - folded > max_fields:
+        return f"more than {max_fields} header fields: not verified"
+    return ""
 
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        record = keys.get(name.decode("ascii", "replace").rstrip(".").lower())
-        return None if record is None else record.encode("utf-8")
 
-    out: list[Verification] = []
-    for sig in sigs:
-        if sig.settled:
-            out.append(sig.verification)
+def _with_lf(block: bytes) -> bytes:
+    return block + b"\n" if block and not block.endswith(b"\n") else block
+
+
+def _split(message: bytes, end: int, body_start: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The header fields as (name, raw value) and the body, lines ending in CRLF (as dkimpy).
+
+    A value is everything after the colon, folding kept, every line end made CRLF: what the
+    RFC 6376 3.4.1 "simple" algorithm hashes. Linear in the message; runs in the worker.
+
+    Raises:
+        MailParseError: A line is neither a field, a continuation nor an mbox ``From`` line.
+    """
+    block = _with_lf(message[:end])
+    if block[:1] in (b" ", b"\t"):
+        raise MailParseError("malformed message header: starts with a continuation line")
+    fields: list[tuple[bytes, bytes]] = []
+    start = 0
+    while start < len(block):
+        # Field ends are found in C; Python runs once per field (at most max_header_fields).
+        m = _FIELD_END.search(block, start, len(block) - 1)
+        stop = len(block) if m is None else m.end()
+        name = _NAME.match(block, start, stop)
+        if name is not None:
+            value = block[name.end() : stop].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            fields.append((block[start : name.end() - 1], value))
+        elif not block.startswith(b"From ", start):  # an mbox separator is skipped, as dkimpy
+            line = block[start : min(stop, start + 40)]
+            raise MailParseError(f"malformed message header line: {line!r}")
+        start = stop
+    body = message[body_start:].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return fields, body
+
+
+# -- the maths, in the worker thread ---------------------------------------------------------
+
+
+def _without_b_value(value: bytes) -> bytes:
+    """The signature field value with the b= tag's value (and its white space) deleted.
+
+    RFC 6376 3.5 b= and 3.7 step 2. Tag values hold no ";", so a split finds every tag.
+    """
+    specs = value.split(b";")
+    for i, spec in enumerate(specs):
+        name, eq, _ = spec.partition(b"=")
+        if eq and name.strip() == b"b":
+            specs[i] = name + b"="
+            break
+    return b";".join(specs)
+
+
+_COMPRESS = re.compile(rb"[\t ]+")
+
+
+def _canon_header(algorithm: str, name: bytes, value: bytes) -> bytes:
+    if algorithm == "simple":  # RFC 6376 3.4.1: as is
+        return name + b":" + value
+    # RFC 6376 3.4.2: lowercase name, unfold, compress WSP, strip; then CRLF.
+    unfolded = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    # bytes.strip() as dkimpy (and Go's TrimSpace): VT and FF go too, not only WSP.
+    return name.lower() + b":" + _COMPRESS.sub(b" ", unfolded).strip() + b"\r\n"
+
+
+def _select(fields: Sequence[tuple[bytes, bytes]], keys: Sequence[str]) -> list[int]:
+    """RFC 6376 5.4.2: each h= name takes the next field of that name from the bottom up.
+
+    dkimpy's loop rescans the header per name (names x fields); this is linear.
+    """
+    by_name: dict[bytes, list[int]] = {}
+    for i, (name, _) in enumerate(fields):
+        by_name.setdefault(name.lower(), []).append(i)
+    chosen: list[int] = []
+    for key in keys:
+        stack = by_name.get(key.lower().encode("ascii", "replace"))
+        if stack:
+            chosen.append(stack.pop())
+    return chosen
+
+
+def _verify_jobs(
+    fields: Sequence[tuple[bytes, bytes]], body: bytes, jobs: Sequence[_Job]
+) -> dict[int, tuple[str, str]]:
+    """Body hash, header hash and signature of each job: (result, reason) by job index."""
+    body_hashes: dict[tuple[str, int | None], bytes] = {}
+    out: dict[int, tuple[str, str]] = {}
+    for job in jobs:
+        head_canon, body_canon = job.canonicalization
+        body_key = (body_canon, job.body_length)
+        if body_key not in body_hashes:
+            policy = dkim.CanonicalizationPolicy.from_c_value(f"simple/{body_canon}".encode())
+            canon = policy.canonicalize_body(body)
+            if job.body_length is not None:
+                canon = canon[: job.body_length]
+            body_hashes[body_key] = hashlib.sha256(canon).digest()
+        if body_hashes[body_key] != job.body_hash:
+            out[job.index] = (FAIL, "body hash mismatch")
             continue
+        keys = list(job.header_keys)
+        if "from" in (k.lower() for k in keys):
+            # As dkimpy (its bug 644046): an extra, unsigned From above the signed ones is
+            # hashed too, so prepending a second From breaks the signature.
+            keys.append("from")
+        parts = [_canon_header(head_canon, *fields[i]) for i in _select(fields, keys)]
+        sig_name, sig_value = fields[job.position]
+        own = _canon_header(head_canon, sig_name, _without_b_value(sig_value))
+        # RFC 6376 3.7: the signature field is hashed last, without its trailing CRLF.
+        parts.append(own[:-2] if own.endswith(b"\r\n") else own)
+        data = b"".join(parts)
         try:
-            ok = d.verify(idx=sig.index, dnsfunc=dnsfunc)
-        except dkim.ValidationError as exc:
-            text = str(exc)
-            if text.startswith("body hash mismatch"):
-                out.append(_replace(sig.verification, result=FAIL, reason="body hash mismatch"))
+            if isinstance(job.key, rsa.RSAPublicKey):
+                job.key.verify(job.signature, data, padding.PKCS1v15(), hashes.SHA256())
             else:
-                out.append(_replace(sig.verification, result=PERMERROR, reason=text))
-            continue
-        except dkim.DKIMException as exc:
-            out.append(_replace(sig.verification, result=PERMERROR, reason=str(exc)))
-            continue
-        if ok:
-            out.append(_replace(sig.verification, result=PASS, reason=""))
+                # RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data.
+                job.key.verify(job.signature, hashlib.sha256(data).digest())
+        except InvalidSignature:
+            out[job.index] = (FAIL, "signature did not verify")
         else:
-            out.append(_replace(sig.verification, result=FAIL, reason="signature did not verify"))
+            out[job.index] = (PASS, "")
     return out
+
+
+# -- the thread pool -------------------------------------------------------------------------
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def executor() -> concurrent.futures.Executor:
+    """The thread pool DKIM verification runs on: :data:`EXECUTOR_WORKERS` threads, shared.
+
+    It is not the event loop's default executor, which ``asyncio.to_thread`` and synchronous
+    handlers (``smtpx serve``'s Maildir store) use: a burst of signed mail never delays
+    storing an honest one. Each job in it is bounded by the caps of :func:`verify`, and a job
+    still queued when its ``verify`` is cancelled (the authres deadline) never starts.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=EXECUTOR_WORKERS, thread_name_prefix="smtpx-dkim"
+            )
+        return _pool
+
+
+async def _in_pool(pool: concurrent.futures.Executor, func: Callable[[], _T]) -> _T:
+    # Cancelling the awaiting task cancels the pool's future too: a queued job is dropped.
+    return await asyncio.get_running_loop().run_in_executor(pool, func)
+
+
+# -- verify ----------------------------------------------------------------------------------
 
 
 async def verify(
@@ -336,6 +579,9 @@ async def verify(
     max_verifications: int = DEFAULT_MAX_VERIFICATIONS,
     allow_body_length: bool = False,
     min_rsa_bits: int = 1024,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    max_header_fields: int = DEFAULT_MAX_HEADER_FIELDS,
+    pool: concurrent.futures.Executor | None = None,
 ) -> list[Verification]:
     """Verify every DKIM-Signature of ``message`` (up to ``max_verifications``).
 
@@ -345,39 +591,88 @@ async def verify(
         max_verifications: Signatures beyond this many (top-down) are ignored.
         allow_body_length: Accept signatures with ``l=`` (off by default, RFC 6376 8.2).
         min_rsa_bits: Shortest RSA key accepted (RFC 8301 3.2 requires at least 1024).
+        max_header_bytes: A signed message whose header section is longer gets one
+            ``permerror`` and no further work (default :data:`DEFAULT_MAX_HEADER_BYTES`).
+        max_header_fields: The same for the number of header fields (default
+            :data:`DEFAULT_MAX_HEADER_FIELDS`).
+        pool: Where the hashing and signature checks run; :func:`executor` when None.
 
     Returns:
         One Verification per signature, in header order; an unsigned message gives ``[]``.
+        A signed message over a header cap gives a single ``permerror`` Verification with
+        no domain.
 
     Raises:
         MailParseError: The header section cannot be parsed (a line without a colon).
     """
-    d = await asyncio.to_thread(_parse_message, message)
-    values = _signature_values(d)[: max(0, max_verifications)]
-    if not values:
+    end, body_start = _header_end(message)
+    block = message[:end]
+    if _DKIM_SIGNATURE.search(b"\n" + block.lower()) is None:
+        # Unsigned (the common case): nothing to split or hash, nothing queued in the pool. A
+        # malformed header section (within the byte cap) is still reported, as for signed mail.
+        if (
+            block
+            and len(block) <= max_header_bytes
+            and (block[:1] in (b" ", b"\t") or _BAD_LINE.search(b"\n" + block.rstrip(b"\n")))
+        ):
+            raise MailParseError("malformed message header")
         return []
-    sigs = [_describe(i, v, allow_body_length=allow_body_length) for i, v in enumerate(values)]
+    over = _over_caps(block, max_header_bytes, max_header_fields)
+    if over:
+        return [Verification(result=PERMERROR, reason=over)]
+    if pool is None:
+        pool = executor()
+    fields, body = await _in_pool(pool, functools.partial(_split, message, end, body_start))
+    signatures = [
+        (i, value) for i, (name, value) in enumerate(fields) if name.lower() == b"dkim-signature"
+    ][: max(0, max_verifications)]
+    sigs = [
+        _describe(i, value.decode("utf-8", "replace"), allow_body_length=allow_body_length)
+        for i, value in signatures
+    ]
+    if not sigs:
+        return []
     names = sorted({s.key_name for s in sigs if not s.settled})
     if resolver is None:
         resolver = _dns.default_resolver()
     fetched = dict(await asyncio.gather(*(_fetch_key(resolver, n) for n in names)))
-    keys: dict[str, str] = {}
-    for sig in sigs:
+    jobs: list[_Job] = []
+    for index, sig in enumerate(sigs):
         if sig.settled:
             continue
         record = fetched[sig.key_name]
         try:
             if isinstance(record, _SigError):
                 raise record
-            _check_key(record, sig.verification, min_rsa_bits)
+            key = _check_key(record, sig.verification, min_rsa_bits)
         except _SigError as exc:
             sig.verification = _replace(sig.verification, result=exc.result, reason=exc.reason)
             sig.settled = True
             continue
-        keys[sig.key_name] = record
-    if all(s.settled for s in sigs):
+        tags = sig.tags
+        jobs.append(
+            _Job(
+                index=index,
+                position=sig.position,
+                header_keys=sig.verification.header_keys,
+                canonicalization=_canonicalization(tags),
+                body_length=int(tags["l"]) if "l" in tags else None,
+                body_hash=_base64(tags["bh"], "bh"),
+                signature=_base64(tags["b"], "b"),
+                key=key,
+            )
+        )
+    if not jobs:
         return [s.verification for s in sigs]
-    return await asyncio.to_thread(_run_dkimpy, d, sigs, keys, min_rsa_bits)
+    outcomes = await _in_pool(pool, functools.partial(_verify_jobs, fields, body, jobs))
+    out: list[Verification] = []
+    for index, sig in enumerate(sigs):
+        if index in outcomes:
+            result, reason = outcomes[index]
+            out.append(_replace(sig.verification, result=result, reason=reason))
+        else:
+            out.append(sig.verification)
+    return out
 
 
 def _ed25519_seed(private_key: bytes) -> bytes:
@@ -470,7 +765,7 @@ def sign(
         except Exception as exc:  # dkimpy's ASN.1 reader raises assorted errors
             raise DKIMSignError(f"cannot read the RSA private key: {exc}") from exc
     else:
-        signing_key = _nacl_key(_ed25519_seed(private_key))
+        signing_key = _Ed25519Signer(_ed25519_seed(private_key))
 
     policy = dkim.CanonicalizationPolicy.from_c_value("/".join(canonicalization).encode())
     body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(d.body)).digest())
@@ -501,7 +796,20 @@ def _pem_normalised(pem: bytes) -> bytes:
     return pem.replace(b"\r\n", b"\n")
 
 
-def _nacl_key(seed: bytes) -> object:
-    import nacl.signing  # noqa: PLC0415 (optional dependency of dkimpy, only for Ed25519)
+@dataclass(frozen=True)
+class _Signed:
+    signature: bytes
 
-    return nacl.signing.SigningKey(seed)
+
+class _Ed25519Signer:
+    """The part of a PyNaCl ``SigningKey`` dkimpy's ``gen_header`` calls, on ``cryptography``.
+
+    dkimpy signs Ed25519 with ``pk.sign(digest).signature``; this saves the PyNaCl dependency
+    (Ed25519 is deterministic, RFC 8032 5.1.6: the same bytes as PyNaCl).
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+
+    def sign(self, data: bytes) -> _Signed:
+        return _Signed(self._key.sign(data))
