@@ -57,6 +57,7 @@ _POLICIES = (POLICY_NONE, POLICY_QUARANTINE, POLICY_REJECT)
 _FAILURE_OPTIONS = ("0", "1", "d", "s")
 # RFC 7489 6.4: a DMARC URI is a URI (RFC 3986) with an optional "!" size suffix.
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s,!]+(?:![0-9]+[kmgt]?)?\Z", re.IGNORECASE)
+_TAG_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 class DMARCRecordError(ValueError):
@@ -78,6 +79,8 @@ class Record:
         report_interval: ``ri=`` seconds (default 86400).
         report_uri_aggregate: ``rua=`` URIs.
         report_uri_failure: ``ruf=`` URIs.
+        discarded: What :func:`parse_record` ignored for a bad value (RFC 7489 6.3), as
+            written (``pct=150``, ``fo=2``, ``rua=not-a-uri``); empty for a clean record.
     """
 
     policy: str
@@ -90,6 +93,7 @@ class Record:
     report_interval: int = 86400
     report_uri_aggregate: tuple[str, ...] = ()
     report_uri_failure: tuple[str, ...] = ()
+    discarded: tuple[str, ...] = ()
 
 
 def is_dmarc_record(txt: str) -> bool:
@@ -105,35 +109,55 @@ def _uris(tag: str, value: str) -> tuple[str, ...]:
     return uris
 
 
-def _colon_list(tag: str, value: str, allowed: Sequence[str]) -> tuple[str, ...]:
-    items = tuple(v.strip().lower() for v in value.split(":"))
-    for item in items:
-        if item not in allowed:
-            raise DMARCRecordError(f"invalid value {item!r} for parameter '{tag}'")
-    return items
+def _valid_uris(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The valid and the invalid URIs of a ``rua``/``ruf`` list, each in written order."""
+    uris = [u.strip() for u in value.split(",") if u.strip()]
+    return tuple(u for u in uris if _URI.match(u)), tuple(u for u in uris if not _URI.match(u))
+
+
+def _number(value: str) -> int | None:
+    # ASCII digits only ("²".isdigit() is true), and few enough for int() (Python refuses more
+    # than 4,300 digits): every value these tags allow has at most ten.
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        return None
+    return int(value)
 
 
 def parse_record(txt: str) -> Record:
     """Parse one DMARC TXT record (RFC 7489 6.4).
 
-    ``v=DMARC1`` must be the first tag; unknown tags are ignored (RFC 7489 6.3).
+    ``v=DMARC1`` must be the first tag and ``p`` must be present and valid. Unknown tags are
+    ignored, and so (RFC 7489 6.3: "syntax errors in the remainder of the record SHOULD be
+    discarded in favor of default values") is an optional tag with a bad value (``pct=150``,
+    ``adkim=x``, ``ri=abc``, ``fo=2``, ``rf=iodef``), a tag without ``=``, or a repeated
+    optional tag (the first one counts): such a tag takes its default value and is listed in
+    :attr:`Record.discarded`. In ``rua``, ``ruf``, ``fo`` and ``rf`` only the bad entries are
+    dropped; the list falls back to its default when no entry is left. The parse is one pass,
+    linear in the record's length (at most one DNS answer, 65,535 octets).
 
     Raises:
-        DMARCRecordError: The record is malformed, e.g. ``record is missing a 'p' parameter``,
-            ``invalid policy 'bogus' for parameter 'p'``, ``parameter 'pct' must be 0..100``.
+        DMARCRecordError: The record cannot carry a policy, e.g. ``record is missing a 'p'
+            parameter``, ``invalid policy 'bogus' for parameter 'p'``, ``invalid policy 'maybe'
+            for parameter 'sp'`` (a bad ``sp`` is not discarded: a ``p=none`` subdomain policy
+            would be weaker than the one meant), ``duplicate parameter 'p'``.
     """
     if not is_dmarc_record(txt):
         raise DMARCRecordError("not a DMARC record: it must start with v=DMARC1")
     tags: dict[str, str] = {}
+    discarded: list[str] = []
     for spec in txt.split(";"):
         if not spec.strip():
             continue
         name, sep, value = spec.partition("=")
         name = name.strip().lower()
-        if not sep or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
-            raise DMARCRecordError(f"malformed tag {spec.strip()!r}")
+        if not sep or not _TAG_NAME.fullmatch(name):
+            discarded.append(spec.strip())
+            continue
         if name in tags:
-            raise DMARCRecordError(f"duplicate parameter '{name}'")
+            if name in ("v", "p", "sp"):
+                raise DMARCRecordError(f"duplicate parameter '{name}'")
+            discarded.append(spec.strip())
+            continue
         tags[name] = value.strip()
     if "p" not in tags:
         raise DMARCRecordError("record is missing a 'p' parameter")
@@ -145,33 +169,55 @@ def parse_record(txt: str) -> Record:
         sub = tags["sp"].lower()
         if sub not in _POLICIES:
             raise DMARCRecordError(f"invalid policy {tags['sp']!r} for parameter 'sp'")
+
+    def bad(tag: str, value: str) -> None:
+        discarded.append(f"{tag}={value}")
+
     align = {}
     for tag in ("adkim", "aspf"):
         value = tags.get(tag, ALIGNMENT_RELAXED).lower()
         if value not in (ALIGNMENT_RELAXED, ALIGNMENT_STRICT):
-            raise DMARCRecordError(f"invalid alignment {tags[tag]!r} for parameter '{tag}'")
+            bad(tag, tags[tag])
+            value = ALIGNMENT_RELAXED
         align[tag] = value
     percent: int | None = None
     if "pct" in tags:
-        if not tags["pct"].isdigit() or int(tags["pct"]) > 100:
-            raise DMARCRecordError(f"parameter 'pct' must be 0..100, got {tags['pct']!r}")
-        percent = int(tags["pct"])
+        percent = _number(tags["pct"])
+        if percent is None or percent > 100:
+            bad("pct", tags["pct"])
+            percent = None
     interval = 86400
     if "ri" in tags:
-        if not tags["ri"].isdigit() or not 0 < int(tags["ri"]) < 2**32:
-            raise DMARCRecordError(f"parameter 'ri' must be a positive integer: {tags['ri']!r}")
-        interval = int(tags["ri"])
+        number = _number(tags["ri"])
+        if number is None or not 0 < number < 2**32:
+            bad("ri", tags["ri"])
+        else:
+            interval = number
+    lists: dict[str, tuple[str, ...]] = {}
+    for tag, allowed, default in (("fo", _FAILURE_OPTIONS, ("0",)), ("rf", ("afrf",), ("afrf",))):
+        items = [v.strip().lower() for v in tags.get(tag, "").split(":")] if tag in tags else []
+        good = tuple(v for v in items if v in allowed)
+        for item in items:
+            if item not in allowed:
+                bad(tag, item)
+        lists[tag] = good or default
+    for tag in ("rua", "ruf"):
+        good, wrong = _valid_uris(tags.get(tag, ""))
+        for uri in wrong:
+            bad(tag, uri)
+        lists[tag] = good
     return Record(
         policy=policy,
         subdomain_policy=sub,
         dkim_alignment=align["adkim"],
         spf_alignment=align["aspf"],
         percent=percent,
-        failure_options=_colon_list("fo", tags["fo"], _FAILURE_OPTIONS) if "fo" in tags else ("0",),
-        report_format=_colon_list("rf", tags["rf"], ("afrf",)) if "rf" in tags else ("afrf",),
+        failure_options=lists["fo"],
+        report_format=lists["rf"],
         report_interval=interval,
-        report_uri_aggregate=_uris("rua", tags.get("rua", "")),
-        report_uri_failure=_uris("ruf", tags.get("ruf", "")),
+        report_uri_aggregate=lists["rua"],
+        report_uri_failure=lists["ruf"],
+        discarded=tuple(discarded),
     )
 
 
