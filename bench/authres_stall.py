@@ -10,6 +10,7 @@ Run from the repository root::
     python -m bench.authres_stall spf 40000     # TXT "v=spf1 include:x.<n x a>!" (item 2)
     python -m bench.authres_stall from 8000000  # From: of n octets of addresses (item 7)
     python -m bench.authres_stall groups 5000   # From: with n nested "a:" groups (item 7)
+    python -m bench.authres_stall body 8000000  # control: n octets in the body instead
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def _case(kind: str, n: int) -> tuple[dict[str, list[tuple[str, str]]], bytes]:
     if kind == "from":
         addrs = b", ".join(b"a%d@evil.test" % i for i in range(n // 16))
         return zone, b"From: " + addrs[:n] + b"\r\n" + head + b"\r\nhi\r\n"
+    if kind == "body":  # control: the same size in the body, a plain From
+        addrs = b", ".join(b"a%d@evil.test" % i for i in range(n // 16))
+        return zone, b"From: a@evil.test\r\n" + head + b"\r\n" + addrs[:n] + b"\r\n"
     if kind == "groups":
         return (
             zone,

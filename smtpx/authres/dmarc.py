@@ -486,18 +486,44 @@ class Authors:
 # RFC 5322 2.2: a field starts a line (not a fold) with its name; the name is compared as
 # _header_spans does (surrounding whitespace stripped, case ignored). Only the first line of a
 # message may start with SP/HTAB and still open a field.
-_FROM_FIELD = re.compile(rb"(?:\A[ \t\x0b\x0c]*|^[\x0b\x0c]*)from[ \t\r\x0b\x0c]*:", re.I | re.M)
-_HEADER_END = re.compile(rb"^\r?\n", re.M)
+# The second pattern starts with a literal newline, which the regex engine looks for at C speed;
+# one opening with "^" or an alternation is tried at every offset (0.5 s for an 8 MB field).
+_FIRST_FROM = re.compile(rb"[ \t\x0b\x0c]*from[ \t\r\x0b\x0c]*:", re.I)
+_NEXT_FROM = re.compile(rb"\n[\x0b\x0c]*from[ \t\r\x0b\x0c]*:", re.I)
 _FIELD_END = re.compile(rb"\n(?![ \t])")
+
+
+def _header_end(message: bytes) -> int:
+    """Where the header section ends: the first empty line (as _header_spans finds it)."""
+    if message[:1] == b"\n" or message[:2] == b"\r\n":
+        return 0
+    crlf = message.find(b"\n\r\n")
+    end = len(message) if crlf < 0 else crlf + 1
+    lf = message.find(b"\n\n", 0, end)
+    return end if lf < 0 else lf + 1
+
+
+def _from_fields(message: bytes, header_end: int) -> list[int]:
+    """Where the body of each From field starts (just after its colon); at most two."""
+    starts: list[int] = []
+    first = _FIRST_FROM.match(message, 0, header_end)
+    if first is not None:
+        starts.append(first.end())
+    for found in _NEXT_FROM.finditer(message, 0, header_end):
+        if len(starts) == 2:
+            break
+        starts.append(found.end())
+    return starts
 
 
 def author_domains(message: bytes, *, max_length: int = MAX_FROM_LENGTH) -> Authors:
     """The RFC 5322 From domains of ``message`` (RFC 7489 6.6.1), in time linear in its size.
 
-    The header section is scanned with regular expressions that never backtrack more than one
-    line start, the From field is cut at ``max_length`` octets before anything is decoded, and
-    its address list is read by a one-pass tokenizer (comments nest by counting, never by
-    recursion), so a hostile From field costs microseconds and cannot raise.
+    The header section is scanned at C speed (``bytes.find``, and regular expressions that
+    start on a literal newline and never backtrack past a line), the From field is cut at
+    ``max_length`` octets before anything is decoded, and its address list is read by a
+    one-pass tokenizer (comments nest by counting, never by recursion): a hostile From field
+    costs about what receiving it did, and nothing here raises.
 
     Args:
         message: The message as received (CRLF or LF line ends).
@@ -506,19 +532,18 @@ def author_domains(message: bytes, *, max_length: int = MAX_FROM_LENGTH) -> Auth
     Returns:
         The :class:`Authors`.
     """
-    found = _HEADER_END.search(message)
-    header_end = found.start() if found is not None else len(message)
-    fields = _FROM_FIELD.finditer(message, 0, header_end)
-    first = next(fields, None)
-    if first is None:
+    header_end = _header_end(message)
+    starts = _from_fields(message, header_end)
+    if not starts:
         return Authors(error="no RFC5322.From field")
-    if next(fields, None) is not None:
+    if len(starts) > 1:
         return Authors(error="several RFC5322.From fields", refuse=True)
-    end_match = _FIELD_END.search(message, first.end(), header_end)
+    start = starts[0]
+    end_match = _FIELD_END.search(message, start, header_end)
     end = end_match.start() if end_match is not None else header_end
-    if end - first.end() > max_length:
+    if end - start > max_length:
         return Authors(error=f"RFC5322.From field longer than {max_length} octets", refuse=True)
-    raw = message[first.end() : end].replace(b"\r", b"").replace(b"\n", b"")
+    raw = message[start:end].replace(b"\r", b"").replace(b"\n", b"")
     try:
         domains = _address_list_domains(raw.decode("utf-8", "replace"))
     except _AddressError as exc:
