@@ -93,7 +93,11 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+\Z")
 # RFC 5322 3.2.3 dot-atom, for the "[local-part] @ domain-name" form of pvalue (RFC 8601 2.2).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
 _MAILBOX = re.compile(rf"(?:{_ATEXT}+(?:\.{_ATEXT}+)*)?@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
-_PARAM_KEY = re.compile(r"[a-z0-9-]+\.[a-z0-9_-]+\Z")
+# RFC 8601 2.2 propspec: ptype "." property (Keywords; "_" allowed in the property for names
+# seen in the wild). A property without a ptype (Fastmail's "x-tls=pass version=TLSv1.2",
+# Microsoft's "action=none") is not in the grammar, but parse() keeps it, so format() must
+# write it back (issue 9 item 20): both use this one rule.
+_PARAM_KEY = re.compile(r"(?:[a-z0-9-]+\.)?[a-z0-9_-]+\Z")
 
 
 def _sanitize(text: str) -> str:
@@ -184,12 +188,19 @@ def register_method(cls: type[_R]) -> type[_R]:
 @register_method
 @dataclass(frozen=True)
 class AuthResult(Result):
-    """SMTP AUTH (RFC 8601 2.7.4): ``auth=pass smtp.auth=user``."""
+    """SMTP AUTH (RFC 8601 2.7.4): ``auth=pass smtp.auth=user smtp.mailfrom=user@example.com``.
+
+    Attributes:
+        auth: ``smtp.auth``: the authenticated identity.
+        mail_from: ``smtp.mailfrom``: the MAIL FROM address, which the IANA Email
+            Authentication Parameters registry defines for ``auth`` too (RFC 7601).
+    """
 
     auth: str = ""
+    mail_from: str = ""
 
     method: ClassVar[str] = "auth"
-    PARAMS: ClassVar[Mapping[str, str]] = {"auth": "smtp.auth"}
+    PARAMS: ClassVar[Mapping[str, str]] = {"auth": "smtp.auth", "mail_from": "smtp.mailfrom"}
 
 
 @register_method
@@ -311,8 +322,11 @@ class ARCResult(Result):
     @classmethod
     def from_params(cls, value: str, reason: str, params: Mapping[str, str]) -> ARCResult:
         oldest = params.get("header.oldest-pass", "")
-        # RFC 8617 10.2: the oldest-pass value is an instance number, 1..50.
-        if oldest and (not oldest.isdigit() or int(oldest) < 1):
+        # RFC 8617 10.2: the oldest-pass value is an instance number, 1..50. ASCII digits only
+        # ("²".isdigit() is true), and few of them (int() refuses over 4,300 digits).
+        if oldest and (
+            not (oldest.isascii() and oldest.isdigit()) or len(oldest) > 9 or int(oldest) < 1
+        ):
             raise AuthResultsParseError(f"invalid header.oldest-pass {oldest!r}")
         return cls(value, reason, params.get("smtp.remote-ip", ""), int(oldest or 0))
 
@@ -358,6 +372,7 @@ def format(authserv_id: str, results: Sequence[Result]) -> str:
 
     Raises:
         ValueError: A method name, result keyword or property name is not a valid keyword.
+            Whatever :func:`parse` returns is always accepted.
     """
     parts = [_value(authserv_id)]
     if not results:
@@ -388,6 +403,7 @@ class _Lexer:
     """Reads RFC 8601 lexical items, skipping CFWS (RFC 5322 3.2.2) between them."""
 
     _WORD_STOP = frozenset(' \t\r\n;()"=')
+    KEY_STOP = frozenset(' \t\r\n;()"=.')
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -479,7 +495,10 @@ class _Lexer:
 def _parse_authserv_id(lex: _Lexer) -> str:
     if lex.peek() == '"':
         return lex.quoted_string()
-    return lex.word(frozenset(' \t\r\n;()"'))
+    ident = lex.word(frozenset(' \t\r\n;()"'))
+    if not ident:
+        raise AuthResultsParseError("missing authserv-id")
+    return ident
 
 
 def authserv_id_of(value: str) -> str | None:
@@ -511,9 +530,8 @@ def parse(value: str) -> tuple[str, list[Result]]:
     lex = _Lexer(value)
     if lex.at_end():
         return "", []
+    # RFC 8601 2.2 authserv-id = value: a token, or a quoted-string, which may be empty.
     authserv_id = _parse_authserv_id(lex)
-    if not authserv_id:
-        raise AuthResultsParseError("missing authserv-id")
     # RFC 8601 2.2: [CFWS authres-version]; only version 1 exists.
     if lex.peek() not in ("", ";"):
         version = lex.word()
@@ -539,9 +557,14 @@ def parse(value: str) -> tuple[str, list[Result]]:
         reason = ""
         params: dict[str, str] = {}
         while lex.peek() not in ("", ";"):
-            key = lex.word(frozenset(' \t\r\n;()"=')).lower()
-            if not key:
-                raise AuthResultsParseError(f"malformed property at offset {lex.pos}")
+            key = lex.word(_Lexer.KEY_STOP).lower()
+            # RFC 8601 2.2: propspec = ptype [CFWS] "." [CFWS] property [CFWS] "=" pvalue;
+            # its own example A.5 puts comments around the dot.
+            if key and lex.peek() == ".":
+                lex.pos += 1
+                key += "." + lex.word(_Lexer.KEY_STOP).lower()
+            if not key or (key != "reason" and not _PARAM_KEY.match(key)):
+                raise AuthResultsParseError(f"malformed property {key!r} at offset {lex.pos}")
             lex.expect("=")
             val = lex.value()
             if key == "reason":

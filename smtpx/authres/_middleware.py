@@ -142,7 +142,11 @@ def authentication_results(
         timeout: Seconds all checks together may take; checks still running then are
             reported as ``temperror``.
         reject_dmarc: Refuse mail that fails DMARC with a (sampled) ``reject`` policy, with
-            ``550 5.7.1``, instead of passing it on.
+            ``550 5.7.1``, instead of passing it on. Every author domain of the From field is
+            evaluated and the strictest policy wins (RFC 7489 6.6.1); mail whose author cannot
+            be determined (several From fields, a From field that does not parse or is over
+            ``dmarc.MAX_FROM_LENGTH`` octets, over ``dmarc.MAX_AUTHOR_DOMAINS`` domains) is
+            refused the same way, since a reader would still see an author.
         rand: The random source for DMARC ``pct`` sampling.
 
     Returns:
@@ -154,22 +158,13 @@ def authentication_results(
 
     def middleware(next_: HandlerFunc) -> HandlerFunc:
         async def check(envelope: Envelope) -> Response | None:
-            results, evaluation = await _run_checks(envelope, res, timeout, rand)
+            results, refusal = await _run_checks(envelope, res, timeout, rand)
             envelope.data = remove_authentication_results(envelope.data, authserv_id)
             header = format(authserv_id, results)
             envelope.prepend_header("Authentication-Results", header)
             _log.debug("Authentication-Results: %s", header)
-            if (
-                reject_dmarc
-                and evaluation is not None
-                and evaluation.result == "fail"
-                and evaluation.disposition == _dmarc.POLICY_REJECT
-            ):
-                return new_response(
-                    550,
-                    f"Message rejected: DMARC policy of {evaluation.policy_domain} says reject",
-                    "5.7.1",
-                )
+            if reject_dmarc and refusal:
+                return new_response(550, refusal, "5.7.1")
             return await next_(envelope)
 
         return check
@@ -182,18 +177,20 @@ async def _run_checks(
     resolver: dns.asyncresolver.Resolver,
     timeout: float,
     rand: Callable[[], float],
-) -> tuple[list[Result], _dmarc.Evaluation | None]:
+) -> tuple[list[Result], str]:
     message = envelope.data
     mail_from = envelope.mail_from.address if envelope.mail_from is not None else ""
-    header_from = _dmarc.header_from_domain(message)
+    # Linear and capped (dmarc.MAX_FROM_LENGTH): cheap enough for the event loop.
+    authors = _dmarc.author_domains(message)
 
     def task(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         return asyncio.ensure_future(coro)
 
     spf_task = task(_spf.check(envelope.remote_ip, envelope.helo, mail_from, resolver))
     dkim_task = task(_dkim.verify(message, resolver=resolver))
-    dmarc_task = task(_dmarc.discover(header_from, resolver)) if header_from else None
-    pending = [t for t in (spf_task, dkim_task, dmarc_task) if t is not None]
+    # RFC 7489 6.6.1: every author domain is evaluated.
+    dmarc_tasks = {d: task(_dmarc.discover(d, resolver)) for d in authors.domains}
+    pending = [spf_task, dkim_task, *dmarc_tasks.values()]
     _, still = await asyncio.wait(pending, timeout=timeout)
     for t in still:
         t.cancel()
@@ -230,35 +227,75 @@ async def _run_checks(
         results.append(DKIMResult(TEMPERROR, _cut(f"DKIM check failed: {dkim}")))
     # A header that cannot be parsed yields no DKIM entry at all (nothing could be checked).
 
-    evaluation: _dmarc.Evaluation | None = None
-    if not header_from:
-        evaluation = _dmarc.Evaluation("permerror", "no usable RFC5322.From domain")
-    else:
-        found = _outcome(dmarc_task)
-        if found is None:
-            evaluation = _dmarc.Evaluation(TEMPERROR, "DMARC lookup timed out", header_from)
-        elif isinstance(found, _dmarc.DMARCTempError):
-            evaluation = _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
-        elif isinstance(found, _dmarc.DMARCRecordError):
-            evaluation = _dmarc.Evaluation(
-                "permerror", f"invalid DMARC record: {found}", header_from
-            )
-        elif isinstance(found, BaseException):
-            _log.warning("DMARC lookup failed", exc_info=found)
-            evaluation = _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
-        else:
-            record, policy_domain = found
-            evaluation = _dmarc.verdict(
-                header_from,
-                record,
-                policy_domain,
-                spf_result=spf_result,
-                spf_domain=spf_domain,
-                dkim=verifications,
-                rand=rand,
-            )
-    results.append(DMARCResult(evaluation.result, _cut(evaluation.reason), header_from=header_from))
-    return results, evaluation
+    dmarc_results, refusal = _dmarc_outcome(
+        authors, dmarc_tasks, spf_result, spf_domain, verifications, rand
+    )
+    results.extend(dmarc_results)
+    return results, refusal
+
+
+def _dmarc_outcome(
+    authors: _dmarc.Authors,
+    tasks: dict[str, asyncio.Task[tuple[_dmarc.Record | None, str]]],
+    spf_result: str,
+    spf_domain: str,
+    verifications: list[_dkim.Verification],
+    rand: Callable[[], float],
+) -> tuple[list[Result], str]:
+    """One ``dmarc=`` result per author domain, and why ``reject_dmarc`` refuses ("" if not).
+
+    RFC 7489 6.6.1: with several author domains, each is evaluated and the strictest policy
+    applies, so one ``p=reject`` author is enough to refuse. A message whose author cannot be
+    determined (several From fields, an unparsable or over-long From; see
+    :class:`smtpx.authres.dmarc.Authors`) is refused too, or ``reject_dmarc`` could be bypassed.
+    """
+    if not authors.domains:
+        result = DMARCResult("permerror", _cut(authors.error or "no usable RFC5322.From domain"))
+        refusal = f"Message rejected: {authors.error}; DMARC cannot apply" if authors.refuse else ""
+        return [result], refusal
+    results: list[Result] = []
+    refusal = ""
+    for domain, dmarc_task in tasks.items():
+        evaluation = _author_evaluation(
+            domain, _outcome(dmarc_task), spf_result, spf_domain, verifications, rand
+        )
+        results.append(DMARCResult(evaluation.result, _cut(evaluation.reason), header_from=domain))
+        if (
+            not refusal
+            and evaluation.result == "fail"
+            and evaluation.disposition == _dmarc.POLICY_REJECT
+        ):
+            refusal = f"Message rejected: DMARC policy of {evaluation.policy_domain} says reject"
+    return results, refusal
+
+
+def _author_evaluation(
+    header_from: str,
+    found: tuple[_dmarc.Record | None, str] | BaseException | None,
+    spf_result: str,
+    spf_domain: str,
+    verifications: list[_dkim.Verification],
+    rand: Callable[[], float],
+) -> _dmarc.Evaluation:
+    if found is None:
+        return _dmarc.Evaluation(TEMPERROR, "DMARC lookup timed out", header_from)
+    if isinstance(found, _dmarc.DMARCTempError):
+        return _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
+    if isinstance(found, _dmarc.DMARCRecordError):
+        return _dmarc.Evaluation("permerror", f"invalid DMARC record: {found}", header_from)
+    if isinstance(found, BaseException):
+        _log.warning("DMARC lookup failed", exc_info=found)
+        return _dmarc.Evaluation(TEMPERROR, f"DMARC lookup failed: {found}", header_from)
+    record, policy_domain = found
+    return _dmarc.verdict(
+        header_from,
+        record,
+        policy_domain,
+        spf_result=spf_result,
+        spf_domain=spf_domain,
+        dkim=verifications,
+        rand=rand,
+    )
 
 
 def _replace_reason(result: DKIMResult) -> DKIMResult:

@@ -34,6 +34,8 @@ from smtpx.authres import _dns
 __all__ = [
     "DEFAULT_LOOKUP_LIMIT",
     "DEFAULT_VOID_LOOKUP_LIMIT",
+    "MAX_DOMAIN_SPEC_LENGTH",
+    "MAX_RECORD_LENGTH",
     "SPFResult",
     "SPFResultValue",
     "check",
@@ -52,6 +54,20 @@ DEFAULT_LOOKUP_LIMIT = 10
 """RFC 7208 4.6.4: at most 10 terms that cause DNS queries."""
 DEFAULT_VOID_LOOKUP_LIMIT = 2
 """RFC 7208 4.6.4: at most 2 lookups that return NXDOMAIN or no answers."""
+
+MAX_RECORD_LENGTH = 4096
+"""Longest SPF record (its TXT strings joined, RFC 7208 3.3) that is evaluated, in characters.
+
+A longer record is a ``permerror``, as is a longer explanation (``exp=``) record, which is then
+ignored (RFC 7208 6.2). RFC 7208 3.4 asks records to fit in one 512-octet UDP answer; large real
+records stay well under 4 KiB, while a hostile one can fill a 64 KiB TCP answer.
+"""
+MAX_DOMAIN_SPEC_LENGTH = 253
+"""Longest domain-spec (the text after ``include:``, ``redirect=``, ...) accepted, in characters.
+
+A domain name is at most 253 octets (RFC 1035 2.3.4, without the root dot); a longer
+domain-spec is a ``permerror``. Macros (RFC 7208 7) are counted as written, before expansion.
+"""
 
 # RFC 7208 4.6.4: each MX or PTR record set leads to at most 10 address lookups.
 _MAX_ADDRESS_LOOKUPS = 10
@@ -143,9 +159,6 @@ class _Macro:
 _Token: TypeAlias = "str | _Macro"
 
 _MACRO_RE = re.compile(r"%\{([A-Za-z])([0-9]*)([rR]?)([.\-+,/_=]*)\}")
-_TOPLABEL_RE = re.compile(
-    r".*\.(?:[0-9A-Za-z]*[A-Za-z][0-9A-Za-z]*|[0-9A-Za-z]+-[0-9A-Za-z-]*[0-9A-Za-z])\.?\Z"
-)
 _MODIFIER_RE = re.compile(r"([A-Za-z][A-Za-z0-9_.\-]*)=(.*)\Z", re.DOTALL)
 _MECHANISM_RE = re.compile(r"(all|include|a|mx|ptr|ip4|ip6|exists)(?=[:/]|\Z)(.*)\Z", re.I | re.S)
 _IP4_CIDR_RE = re.compile(r"/(0|[1-9][0-9]?)\Z")
@@ -188,7 +201,10 @@ def _scan_macro_string(text: str, *, explanation: bool = False) -> tuple[list[_T
             letter, digits, rev, delims = match.groups()
             if letter.lower() not in letters:
                 raise _PermError(f"macro letter {letter!r} not allowed here")
-            count = int(digits) if digits else None
+            # RFC 7208 7.1: at least 128 parts must be supported; more than nine digits
+            # keep every part anyway, and int() of thousands of digits raises ValueError.
+            significant = digits.lstrip("0")
+            count = min(int(significant[:10] or "0"), 10**9) if digits else None
             if count == 0:
                 # RFC 7208 7.1: the digit transformer gives how many parts to keep; zero
                 # would keep nothing and is treated as a syntax error.
@@ -213,12 +229,34 @@ def _parse_domain_spec(text: str) -> list[_Token]:
     """A domain-spec: a macro-string ending in ``.toplabel`` or a macro-expand (RFC 7208 7.1)."""
     if not text:
         raise _PermError("empty domain-spec")
+    if len(text.removesuffix(".")) > MAX_DOMAIN_SPEC_LENGTH:
+        raise _PermError(f"domain-spec longer than {MAX_DOMAIN_SPEC_LENGTH} characters")
     tokens, last_expand_end = _scan_macro_string(text)
     # domain-end = ( "." toplabel [ "." ] ) / macro-expand
     trailing = text[last_expand_end:]
-    if trailing and not _TOPLABEL_RE.match(trailing):
+    if trailing and not _ends_in_toplabel(trailing):
         raise _PermError(f"invalid domain-spec {text!r}")
     return tokens
+
+
+_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_LDH = _ALNUM | {"-"}
+
+
+def _ends_in_toplabel(text: str) -> bool:
+    """Whether ``text`` ends in ``"." toplabel [ "." ]`` (RFC 7208 7.1), in one linear pass.
+
+    toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum ):
+    letters, digits and hyphens, starting and ending with a letter or digit, and holding a
+    letter or a hyphen (so not all digits). A backtracking regex for this took time quadratic in
+    the label's length (issue 9: one 40 kB record stalled the event loop for seconds).
+    """
+    _, dot, label = text.removesuffix(".").rpartition(".")
+    if not dot or not label or label[0] not in _ALNUM or label[-1] not in _ALNUM:
+        return False
+    if not set(label) <= _LDH:
+        return False
+    return "-" in label or not label.isdigit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,10 +465,16 @@ async def _validated_name(ctx: _Context, domain: str) -> str:
 
 def _target_name(expanded: str) -> str:
     # RFC 7208 4.8: over-long names lose labels from the left until they fit.
-    name = expanded
-    while len(name.rstrip(".")) > _MAX_NAME_LENGTH and "." in name:
-        name = name.split(".", 1)[1]
-    return name
+    # The loop "drop the first label while too long" in one pass: the result starts after the
+    # first dot far enough right, or after the last dot if none is (repeated splitting copied
+    # the rest of the name once per label: quadratic in an attacker's %{l}).
+    length = len(expanded.rstrip("."))
+    if length <= _MAX_NAME_LENGTH:
+        return expanded
+    cut = expanded.find(".", length - _MAX_NAME_LENGTH - 1)
+    if cut < 0:
+        cut = expanded.rfind(".")
+    return expanded[cut + 1 :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +592,8 @@ async def _fetch_record(ctx: _Context, domain: str) -> str | None:
     spf = [r for r in records if _is_spf_record(r)]
     if len(spf) > 1:
         raise _PermError("multiple SPF records")
+    if spf and len(spf[0]) > MAX_RECORD_LENGTH:
+        raise _PermError(f"SPF record longer than {MAX_RECORD_LENGTH} characters")
     return spf[0] if spf else None
 
 
@@ -588,7 +634,7 @@ async def _explain(ctx: _Context, spec: list[_Token], domain: str) -> str:
     try:
         name = _target_name(await _expand(spec, ctx, domain))
         records = await _dns.lookup_txt(ctx.resolver, name)
-        if len(records) != 1:
+        if len(records) != 1 or len(records[0]) > MAX_RECORD_LENGTH:
             return ""
         tokens = _parse_macro_string(records[0], explanation=True)
         return await _expand(tokens, ctx, domain, explanation=True)

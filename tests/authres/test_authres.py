@@ -226,7 +226,9 @@ def test_format_refuses_invalid_keywords() -> None:
     with pytest.raises(ValueError, match="method"):
         format("mx", [GenericResult(PASS, method_="bad method")])
     with pytest.raises(ValueError, match="property"):
-        format("mx", [GenericResult(PASS, method_="x", param_values={"nodot": "v"})])
+        format("mx", [GenericResult(PASS, method_="x", param_values={"a.b.c": "v"})])
+    with pytest.raises(ValueError, match="property"):
+        format("mx", [GenericResult(PASS, method_="x", param_values={"no space": "v"})])
 
 
 @register_method

@@ -47,17 +47,10 @@ def test_parse_defaults() -> None:
         ("v=DMARC1", "missing a 'p' parameter"),
         ("v=DMARC1; p=bogus", "invalid policy 'bogus' for parameter 'p'"),
         ("v=DMARC1; p=none; sp=maybe", "invalid policy 'maybe' for parameter 'sp'"),
-        ("v=DMARC1; p=none; adkim=x", "invalid alignment 'x' for parameter 'adkim'"),
-        ("v=DMARC1; p=none; pct=101", "parameter 'pct' must be 0..100"),
-        ("v=DMARC1; p=none; pct=-1", "parameter 'pct' must be 0..100"),
-        ("v=DMARC1; p=none; fo=2", "invalid value '2' for parameter 'fo'"),
-        ("v=DMARC1; p=none; rf=iodef", "invalid value 'iodef' for parameter 'rf'"),
-        ("v=DMARC1; p=none; ri=0", "parameter 'ri' must be a positive integer"),
-        ("v=DMARC1; p=none; rua=not a uri", "invalid URI in 'rua'"),
-        ("v=DMARC1; p=none; garbage", "malformed tag 'garbage'"),
         ("v=DMARC1; p=none; p=reject", "duplicate parameter 'p'"),
     ],
 )
+# Bad optional tags no longer void the record (RFC 7489 6.3): see test_dmarc_lenient.py.
 def test_parse_errors_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(DMARCRecordError, match=message.replace("(", r"\(").replace(".", r"\.")):
         dmarc.parse_record(text)
