@@ -98,6 +98,10 @@ def test_v1_unknown_keeps_real_endpoints() -> None:
         b"PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\n",  # LF without CR
         b"proxy TCP4 192.0.2.7 198.51.100.1 4242 25\r\n",  # case matters
         b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",  # over 107 bytes
+        b"PROXY TCP6 fe80::1%eth0 2001:db8::1 4242 25\r\n",  # zone id (forges Received)
+        b"PROXY TCP6 2001:db8::7 fe80::1%x 4242 25\r\n",
+        b"PROXY TCP6 fe80::1%\rX 2001:db8::1 4242 25\r\n",  # CR in the zone
+        b"PROXY TCP6 fe80::1% 2001:db8::1 4242 25\r\n",
     ],
 )
 def test_v1_malformed(line: bytes) -> None:
