@@ -85,10 +85,14 @@ def build_server(args: argparse.Namespace) -> Server:
         raise SystemExit("smtpx: --dns-server and --reject-dmarc go with --authres")
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
     middlewares += [add_received_header(), add_return_path]
+    try:
+        store = MaildirHandler(args.maildir)
+    except OSError as exc:
+        raise ValueError(f"--maildir {args.maildir}: {exc.strerror or exc}") from None
     return Server(
         hostname=hostname,
         addr=args.addr,
-        handler=MaildirHandler(args.maildir),
+        handler=store,
         middlewares=middlewares,
         tls=tls,
         tls_always_on=args.tls_always_on,
