@@ -138,6 +138,11 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
             return
 
 
+# RFC 3463 4.7.0 (security policy), as Postfix answers its anvil's connection limit.
+_TOO_MANY_FROM_IP = Response(421, "4.7.0", "Too many connections from your address, try later")
+# RFC 3463 4.4.2 (bad connection): the connection lasted longer than the server allows.
+_SESSION_EXPIRED = Response(421, "4.4.2", "Session time limit reached, closing connection")
+
 # Input held while a reply is owed before the client is paused (flow control, RFC 2920).
 _MAX_HELD = 64 * 1024
 
@@ -149,6 +154,8 @@ class Session(asyncio.BufferedProtocol):
         "_close_after_reply",
         "_closing",
         "_deadline",
+        "_expired",
+        "_expires_at",
         "_failed",
         "_finished",
         "_handler_task",
@@ -165,6 +172,7 @@ class Session(asyncio.BufferedProtocol):
         "_xclient",
         "conn",
         "connection_id",
+        "ip_key",
         "local_addr",
         "peer_addr",
         "remote_addr",
@@ -184,6 +192,9 @@ class Session(asyncio.BufferedProtocol):
         self._tls: TLSInfo | None = None
         self._deadline = 0.0
         self._kill_at = 0.0
+        self._expires_at = 0.0  # max_session_time: 421 at the next point between commands
+        self._expired = False
+        self.ip_key: str | None = None  # what the server counts this client by (per-IP limit)
         self._handler_task: asyncio.Task[None] | None = None
         self._tls_task: asyncio.Task[None] | None = None
         self._paused_reading = False
@@ -242,14 +253,36 @@ class Session(asyncio.BufferedProtocol):
                 transport.write(R.ERROR_TOO_MANY_CLIENTS.wire())
             self._close()
             return
+        if server.max_session_time:
+            self._expires_at = server._loop_time() + server.max_session_time
         if server._shutting_down:
             self._shutdown_requested = True
+        if not server.proxy_on and not self._claim_ip():
+            return
         if server.proxy_on:
             self._start_proxy()
         elif server.tls_always_on:
             self._start_implicit_tls()
         else:
             self._greet()
+
+    def _claim_ip(self) -> bool:
+        """Count this client against the per-IP limit; over it, refuse with 421 4.7.0."""
+        server = self._server
+        if server._claim_ip(self, self.remote_addr[0]):
+            return True
+        self.logger.warning(
+            "connection %d from %s:%d refused: %d connections from that address already",
+            self.connection_id,
+            *self.remote_addr,
+            server.max_clients_per_ip,
+        )
+        transport = self.transport
+        if transport is not None and not server.tls_always_on:
+            # As for max_clients: a reply instead of the greeting, but none into a TLS handshake.
+            transport.write(_TOO_MANY_FROM_IP.wire())
+        self._close()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -416,6 +449,8 @@ class Session(asyncio.BufferedProtocol):
             *self.remote_addr,
             " (LOCAL)" if header.local else "",
         )
+        if not self._claim_ip():
+            return
         if self._server.tls_always_on:
             self._start_implicit_tls()
         else:
@@ -503,7 +538,7 @@ class Session(asyncio.BufferedProtocol):
             return
         if self._flush():
             self._touch()
-        if self._shutdown_requested and conn.idle:
+        if (self._shutdown_requested or self._expired) and conn.idle:
             self._say_goodbye()
 
     def _flush(self) -> bool:
@@ -559,6 +594,8 @@ class Session(asyncio.BufferedProtocol):
         if self._kill_at and now >= self._kill_at:
             self.abort()
             return
+        if self._expires_at and now >= self._expires_at and not self._closing:
+            self._expire(now)
         if not self._deadline or now < self._deadline or self._closing:
             return
         self._deadline = 0.0
@@ -579,6 +616,40 @@ class Session(asyncio.BufferedProtocol):
         )
         self.conn.close(R.ERROR_TIMEOUT)
         self._flush()
+        self._close()
+
+    def _expire(self, now: float) -> None:
+        """``max_session_time`` is up: 421 4.4.2 at the next point between commands."""
+        conn = self.conn
+        if not self._expired:
+            self._expired = True
+            self.logger.info(
+                "connection %d from %s:%d: session time limit (%gs) reached",
+                self.connection_id,
+                *self.remote_addr,
+                self._server.max_session_time,
+            )
+            if conn is None:  # still at the PROXY header or the implicit-TLS handshake
+                if self._tls_task is None or self._proxy_sock is not None:
+                    self.abort()
+                return
+            if conn.idle and self._handler_task is None and self._tls_task is None:
+                self._say_goodbye()
+                return
+            # In the middle of something: the next boundary ends it (see _process); one more
+            # timeout at most, then it ends here.
+            grace = self._server.timeout
+            self._expires_at = now + grace if grace else 0.0
+            return
+        # The grace is over and no boundary came.
+        self._expires_at = 0.0
+        task = self._handler_task
+        if task is not None and not task.done():
+            self._close_after_reply = True  # the handler's decision is final: send it first
+            return
+        if conn is not None and not self._closing:
+            conn.close(_SESSION_EXPIRED)
+            self._flush()
         self._close()
 
     # -------------------------------------------------------------- shutdown
@@ -617,7 +688,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _say_goodbye(self) -> None:
         if self.conn is not None and not self._closing:
-            self.conn.close(R.ERROR_SHUTDOWN)
+            self.conn.close(R.ERROR_SHUTDOWN if self._shutdown_requested else _SESSION_EXPIRED)
             self._flush()
         self._close()
 
@@ -814,7 +885,7 @@ class Session(asyncio.BufferedProtocol):
         assert conn is not None
         conn.tls_established()  # RFC 3207 4.2: forget everything but the connection identity
         self._touch()
-        if self._shutdown_requested:
+        if self._shutdown_requested or self._expired:
             self._say_goodbye()
 
     def _apply_xclient(self, event: XClient) -> None:
@@ -831,6 +902,18 @@ class Session(asyncio.BufferedProtocol):
         if value is not None:
             port = int(value)
         self.remote_addr = (host, port)
+        if addr is not None and not self._server._claim_ip(self, host):
+            # The per-IP limit counts the client XCLIENT names, not the proxy in front of it.
+            self.logger.warning(
+                "connection %d: XCLIENT client %s refused: %d connections from it already",
+                self.connection_id,
+                host,
+                self._server.max_clients_per_ip,
+            )
+            conn = self.conn
+            assert conn is not None
+            conn.close(_TOO_MANY_FROM_IP)
+            return
         self.logger.debug(
             "connection %d: XCLIENT from %s:%d: client %s:%d name=%s helo=%s",
             self.connection_id,
