@@ -202,15 +202,12 @@ def test_core_exception_pipelined_after_the_dot_keeps_the_reply(
         with connect(srv.port) as c:
             c.reply()
             c.cmd(b"EHLO client.test\r\n")
-            c.send(
-                b"MAIL FROM:<a@b.example>\r\nRCPT TO:<r@x.example>\r\nDATA\r\n"
-                b"Subject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n"
-            )
-            c.send(b"")
-            replies = b"".join(c.reply() for _ in range(5))
-            assert replies.count(b"\r\n") == 5, replies
-            assert replies.split(b"\r\n")[3].startswith(b"250 2.0.0 Message accepted")
-            assert replies.split(b"\r\n")[4].startswith(b"451 4.3.0")
+            c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<r@x.example>\r\nDATA\r\n")
+            assert [c.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+            # RFC 2920 3.1: the message content may open a group that NOOP ends.
+            c.send(b"Subject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+            assert c.reply().startswith(b"250 2.0.0 Message accepted")
+            assert c.reply().startswith(b"451 4.3.0")
             assert c.eof()
         assert wait_until(lambda srv=srv: active(srv) == 0)  # type: ignore[misc]
         assert shutdown(srv) is True
