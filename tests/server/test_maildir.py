@@ -67,4 +67,4 @@ def test_serve_with_maildir_at_a_file_is_a_one_line_error(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
-    assert line.startswith("smtpx: --maildir ") and str(target) in line, line
+    assert line.startswith("smtpx") and "--maildir" in line and str(target) in line, line
