@@ -111,22 +111,23 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
     the future itself) or None for a bare yield such as ``asyncio.sleep(0)``.
     """
     while True:
-        if blocked_on is not None and not asyncio.isfuture(blocked_on):
-            # What asyncio.Task does with a bad yield (e.g. another framework's awaitable):
-            # throw it back into the coroutine, which then fails like any handler error.
-            try:
-                blocked_on = coro.throw(RuntimeError(f"bad yield in a handler: {blocked_on!r}"))
-            except StopIteration:
-                return
-            continue
         try:
             if blocked_on is None:
                 await asyncio.sleep(0)
+            elif not asyncio.isfuture(blocked_on):
+                # What asyncio.Task does with a bad yield (e.g. another framework's awaitable):
+                # throw an error into the coroutine, which then fails like any handler error.
+                raise RuntimeError(f"bad yield in a handler: {blocked_on!r}")
+            elif blocked_on.get_loop() is not asyncio.get_running_loop():
+                # asyncio.wait would wait forever for a loop that is not running here.
+                raise RuntimeError(f"a handler awaits a future of another loop: {blocked_on!r}")
             elif not blocked_on.done():
                 # Wait for it without taking its outcome: ``coro`` reads that itself when it
                 # resumes (Future.__await__ returns ``result()``, raising as it should).
                 await asyncio.wait((blocked_on,))
-        except asyncio.CancelledError as exc:
+        except (asyncio.CancelledError, Exception) as exc:
+            # Cancelled, or the wait itself failed (e.g. a future of another loop): the
+            # coroutine gets the exception, so that its own guard answers the client.
             try:
                 blocked_on = coro.throw(exc)
             except StopIteration:

@@ -141,6 +141,39 @@ def test_wrong_return_in_a_middleware_names_it_and_recover_and_logger_cope(
     assert shutdown(srv) is True
 
 
+class ForeignAwaitable:
+    """What another framework's awaitable looks like to asyncio: it yields a non-future."""
+
+    def __await__(self) -> Any:
+        yield "a trio checkpoint"
+
+
+def test_handler_awaiting_what_asyncio_cannot_wait_for_gets_451(
+    make_server: MakeServer, errors: Callable[[], list[logging.LogRecord]]
+) -> None:
+    other_loop = asyncio.new_event_loop()
+
+    async def foreign(envelope: Envelope) -> Response | None:
+        await ForeignAwaitable()
+        return None
+
+    async def other_loops_future(envelope: Envelope) -> Response | None:
+        await asyncio.sleep(0)
+        await other_loop.create_future()
+        return None
+
+    try:
+        for handler in (foreign, other_loops_future):
+            srv = make_server(handler=handler)
+            assert send(srv)[0] == 451
+            assert wait_until(lambda srv=srv: active(srv) == 0)  # type: ignore[misc]
+            assert shutdown(srv) is True
+    finally:
+        other_loop.close()
+    assert len(errors()) == 2
+    assert all("handler failed" in r.getMessage() for r in errors())
+
+
 # -------------------------------------------------------------- core bugs in callbacks
 def boom(*args: Any) -> Any:
     raise RuntimeError("planted core bug")
