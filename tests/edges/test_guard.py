@@ -309,7 +309,7 @@ def test_exception_in_the_deadline_check_keeps_the_sweeper(
     monkeypatch: pytest.MonkeyPatch,
     errors: Callable[[], list[logging.LogRecord]],
 ) -> None:
-    srv = make_server(timeout=0.3)
+    srv = make_server(timeout=1.5)  # long enough to plant the bug before it fires
     with connect(srv.port) as bad, connect(srv.port) as good:
         bad.reply()
         good.reply()
