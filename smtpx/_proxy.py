@@ -94,6 +94,10 @@ def parse_v1(line: bytes) -> ProxyHeader:
     if proto not in (b"TCP4", b"TCP6") or len(fields) != 5:
         raise ProxyError("v1 header must be 'PROXY TCP4|TCP6 SRC DST SPORT DPORT'")
     want = 4 if proto == b"TCP4" else 6
+    if b"%" in fields[1] or b"%" in fields[2]:
+        # ipaddress accepts IPv6 zone ids ("fe80::1%eth0"); a zone names an interface of the
+        # proxy's host, means nothing here, and would carry any bytes into Received lines.
+        raise ProxyError("v1 address has a zone id")
     try:
         src = ipaddress.ip_address(fields[1].decode("ascii"))
         dst = ipaddress.ip_address(fields[2].decode("ascii"))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import responses as R
 from ._proxy import ProxyError, ProxyHeader, ProxyHeaderReader
 from .envelope import Envelope, TLSInfo
+from .handler import HandlerReturnError
 from .protocol import (
     NEED_DATA,
     CloseConnection,
@@ -113,11 +114,20 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
         try:
             if blocked_on is None:
                 await asyncio.sleep(0)
+            elif not asyncio.isfuture(blocked_on):
+                # What asyncio.Task does with a bad yield (e.g. another framework's awaitable):
+                # throw an error into the coroutine, which then fails like any handler error.
+                raise RuntimeError(f"bad yield in a handler: {blocked_on!r}")
+            elif blocked_on.get_loop() is not asyncio.get_running_loop():
+                # asyncio.wait would wait forever for a loop that is not running here.
+                raise RuntimeError(f"a handler awaits a future of another loop: {blocked_on!r}")
             elif not blocked_on.done():
                 # Wait for it without taking its outcome: ``coro`` reads that itself when it
                 # resumes (Future.__await__ returns ``result()``, raising as it should).
                 await asyncio.wait((blocked_on,))
-        except asyncio.CancelledError as exc:
+        except (asyncio.CancelledError, Exception) as exc:
+            # Cancelled, or the wait itself failed (e.g. a future of another loop): the
+            # coroutine gets the exception, so that its own guard answers the client.
             try:
                 blocked_on = coro.throw(exc)
             except StopIteration:
@@ -128,6 +138,11 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
         except StopIteration:
             return
 
+
+# RFC 3463 4.7.0 (security policy), as Postfix answers its anvil's connection limit.
+_TOO_MANY_FROM_IP = Response(421, "4.7.0", "Too many connections from your address, try later")
+# RFC 3463 4.4.2 (bad connection): the connection lasted longer than the server allows.
+_SESSION_EXPIRED = Response(421, "4.4.2", "Session time limit reached, closing connection")
 
 # Input held while a reply is owed before the client is paused (flow control, RFC 2920).
 _MAX_HELD = 64 * 1024
@@ -140,6 +155,9 @@ class Session(asyncio.BufferedProtocol):
         "_close_after_reply",
         "_closing",
         "_deadline",
+        "_expired",
+        "_expires_at",
+        "_failed",
         "_finished",
         "_handler_task",
         "_kill_at",
@@ -155,6 +173,7 @@ class Session(asyncio.BufferedProtocol):
         "_xclient",
         "conn",
         "connection_id",
+        "ip_key",
         "local_addr",
         "peer_addr",
         "remote_addr",
@@ -174,12 +193,16 @@ class Session(asyncio.BufferedProtocol):
         self._tls: TLSInfo | None = None
         self._deadline = 0.0
         self._kill_at = 0.0
+        self._expires_at = 0.0  # max_session_time: 421 at the next point between commands
+        self._expired = False
+        self.ip_key: str | None = None  # what the server counts this client by (per-IP limit)
         self._handler_task: asyncio.Task[None] | None = None
         self._tls_task: asyncio.Task[None] | None = None
         self._paused_reading = False
         self._paused_writing = False
         self._closing = False
         self._finished = False
+        self._failed = False
         self._shutdown_requested = False
         self._close_after_reply = False
         self._proxy_reader: ProxyHeaderReader | None = None
@@ -203,10 +226,18 @@ class Session(asyncio.BufferedProtocol):
         )
 
     # ------------------------------------------------------------ lifecycle
+    # Every callback the loop (or the server) calls is guarded: an exception that escapes one
+    # is a bug, but it must cost this connection only, with a reply and its slot freed, never
+    # a silent hang or a connection asyncio drops without a word (see _internal_error).
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
+        try:
+            self._connection_made(self.transport)
+        except Exception:
+            self._internal_error("connection_made")
+
+    def _connection_made(self, transport: asyncio.Transport) -> None:
         server = self._server
         self.remote_addr = self.peer_addr = _addr(transport.get_extra_info("peername"))
         self.local_addr = _addr(transport.get_extra_info("sockname"))
@@ -223,8 +254,12 @@ class Session(asyncio.BufferedProtocol):
                 transport.write(R.ERROR_TOO_MANY_CLIENTS.wire())
             self._close()
             return
+        if server.max_session_time:
+            self._expires_at = server._loop_time() + server.max_session_time
         if server._shutting_down:
             self._shutdown_requested = True
+        if not server.proxy_on and not self._claim_ip():
+            return
         if server.proxy_on:
             self._start_proxy()
         elif server.tls_always_on:
@@ -232,11 +267,33 @@ class Session(asyncio.BufferedProtocol):
         else:
             self._greet()
 
+    def _claim_ip(self) -> bool:
+        """Count this client against the per-IP limit; over it, refuse with 421 4.7.0."""
+        server = self._server
+        if server._claim_ip(self, self.remote_addr[0]):
+            return True
+        self.logger.warning(
+            "connection %d from %s:%d refused: %d connections from that address already",
+            self.connection_id,
+            *self.remote_addr,
+            server.max_clients_per_ip,
+        )
+        transport = self.transport
+        if transport is not None and not server.tls_always_on:
+            # As for max_clients: a reply instead of the greeting, but none into a TLS handshake.
+            transport.write(_TOO_MANY_FROM_IP.wire())
+        self._close()
+        return False
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        if self.conn is not None and self.conn.state is not State.CLOSED:
-            self.conn.close()
-        self._finish()
+        try:
+            if self.conn is not None and self.conn.state is not State.CLOSED:
+                self.conn.close()
+        except Exception:
+            self._internal_error("connection_lost")
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         # Idempotent: a failed STARTTLS handshake may or may not report connection_lost.
@@ -244,16 +301,29 @@ class Session(asyncio.BufferedProtocol):
             return
         self._finished = True
         self._closing = True
-        self._stop_proxy_read()
-        self._server._unregister(self)
+        try:
+            self._stop_proxy_read()
+        except Exception:
+            self._internal_error("closing the PROXY reader")
+        finally:
+            self._server._unregister(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server._recv_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._server._recv_view[:nbytes].tobytes())
+        try:
+            self._received(self._server._recv_view[:nbytes].tobytes())
+        except Exception:
+            self._internal_error("reading")
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:
+            self._internal_error("reading")
+
+    def _received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None or self._closing:
             return
@@ -270,8 +340,12 @@ class Session(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         if self.conn is None:
             return None
-        self.conn.receive_data(b"")
-        self._process()
+        try:
+            self.conn.receive_data(b"")
+            self._process()
+        except Exception:
+            self._internal_error("end of input")
+            return None
         # A client that half-closes right after the final dot still gets the handler's
         # reply: keep the write side open until we close it ourselves (TLS cannot do this).
         return None if self._closing or self._tls is not None else True
@@ -279,11 +353,17 @@ class Session(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         # The client does not read its replies: stop reading its commands until it does.
         self._paused_writing = True
-        self._set_reading(False)
+        try:
+            self._set_reading(False)
+        except Exception:
+            self._internal_error("pause_writing")
 
     def resume_writing(self) -> None:
         self._paused_writing = False
-        self._set_reading(True)
+        try:
+            self._set_reading(True)
+        except Exception:
+            self._internal_error("resume_writing")
 
     # ------------------------------------------------------ PROXY header phase
     def _start_proxy(self) -> None:
@@ -327,6 +407,12 @@ class Session(asyncio.BufferedProtocol):
         sock.close()
 
     def _proxy_readable(self) -> None:
+        try:
+            self._read_proxy_header()
+        except Exception:
+            self._internal_error("reading the PROXY header")
+
+    def _read_proxy_header(self) -> None:
         sock, reader = self._proxy_sock, self._proxy_reader
         if sock is None or reader is None or self._closing:
             return
@@ -364,6 +450,8 @@ class Session(asyncio.BufferedProtocol):
             *self.remote_addr,
             " (LOCAL)" if header.local else "",
         )
+        if not self._claim_ip():
+            return
         if self._server.tls_always_on:
             self._start_implicit_tls()
         else:
@@ -451,7 +539,7 @@ class Session(asyncio.BufferedProtocol):
             return
         if self._flush():
             self._touch()
-        if self._shutdown_requested and conn.idle:
+        if (self._shutdown_requested or self._expired) and conn.idle:
             self._say_goodbye()
 
     def _flush(self) -> bool:
@@ -498,9 +586,17 @@ class Session(asyncio.BufferedProtocol):
 
     def check_deadline(self, now: float) -> None:
         """Called by the server's sweeper: enforce ``timeout`` (421 4.4.2, then close)."""
+        try:
+            self._check_deadline(now)
+        except Exception:
+            self._internal_error("the deadline check")
+
+    def _check_deadline(self, now: float) -> None:
         if self._kill_at and now >= self._kill_at:
             self.abort()
             return
+        if self._expires_at and now >= self._expires_at and not self._closing:
+            self._expire(now)
         if not self._deadline or now < self._deadline or self._closing:
             return
         self._deadline = 0.0
@@ -523,10 +619,50 @@ class Session(asyncio.BufferedProtocol):
         self._flush()
         self._close()
 
+    def _expire(self, now: float) -> None:
+        """``max_session_time`` is up: 421 4.4.2 at the next point between commands."""
+        conn = self.conn
+        if not self._expired:
+            self._expired = True
+            self.logger.info(
+                "connection %d from %s:%d: session time limit (%gs) reached",
+                self.connection_id,
+                *self.remote_addr,
+                self._server.max_session_time,
+            )
+            if conn is None:  # still at the PROXY header or the implicit-TLS handshake
+                if self._tls_task is None or self._proxy_sock is not None:
+                    self.abort()
+                return
+            if conn.idle and self._handler_task is None and self._tls_task is None:
+                self._say_goodbye()
+                return
+            # In the middle of something: the next boundary ends it (see _process); one more
+            # timeout at most, then it ends here.
+            grace = self._server.timeout
+            self._expires_at = now + grace if grace else 0.0
+            return
+        # The grace is over and no boundary came.
+        self._expires_at = 0.0
+        task = self._handler_task
+        if task is not None and not task.done():
+            self._close_after_reply = True  # the handler's decision is final: send it first
+            return
+        if conn is not None and not self._closing:
+            conn.close(_SESSION_EXPIRED)
+            self._flush()
+        self._close()
+
     # -------------------------------------------------------------- shutdown
     def request_shutdown(self) -> None:
         """Close with 421 at the next point between commands (graceful shutdown)."""
         self._shutdown_requested = True
+        try:
+            self._request_shutdown()
+        except Exception:
+            self._internal_error("shutdown")
+
+    def _request_shutdown(self) -> None:
         if self.conn is None:
             if self._tls_task is None or self._proxy_sock is not None:
                 self.abort()  # nothing was said yet: a PROXY header or no greeting
@@ -553,16 +689,62 @@ class Session(asyncio.BufferedProtocol):
 
     def _say_goodbye(self) -> None:
         if self.conn is not None and not self._closing:
-            self.conn.close(R.ERROR_SHUTDOWN)
+            self.conn.close(R.ERROR_SHUTDOWN if self._shutdown_requested else _SESSION_EXPIRED)
             self._flush()
         self._close()
 
     def abort(self) -> None:
         """Drop the connection now (deadlines passed)."""
         self._closing = True
-        self._stop_proxy_read()
-        if self.transport is not None:
-            self.transport.abort()
+        try:
+            self._stop_proxy_read()
+        finally:
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _internal_error(self, where: str) -> None:
+        """Last resort for an exception that escaped a callback (call it from ``except``).
+
+        Logs it once with its traceback, sends the replies the core already queued and then
+        ``451 4.3.0`` (once the dialogue has started; before the greeting, or inside a TLS
+        handshake, there is no one to read a reply), and closes. The core's state after an
+        unexpected exception is unknown, so the session does not go on. connection_lost, or
+        ``_finish`` here when there is no transport, frees the client's slot.
+        """
+        if not self._failed:
+            self._failed = True
+            self.logger.error(
+                "connection %d from %s:%d: internal error in %s; closing with 451 4.3.0",
+                self.connection_id,
+                *self.remote_addr,
+                where,
+                exc_info=True,
+            )
+        elif self._closing:
+            return
+        transport, conn = self.transport, self.conn
+        try:
+            if (
+                transport is not None
+                and conn is not None
+                and not self._closing
+                and self._tls_task is None
+                and not transport.is_closing()
+            ):
+                try:
+                    queued = conn.data_to_send()
+                except Exception:
+                    queued = b""
+                transport.write(queued + R.ERROR_HANDLER.wire())
+            self._close()
+        except Exception:
+            self.logger.debug("connection %d: close after error failed", self.connection_id)
+            if transport is not None:
+                transport.abort()
+        finally:
+            self._closing = True
+            if transport is None:
+                self._finish()
 
     # --------------------------------------------------------------- actions
     def _envelope(self, message: Message) -> Envelope:
@@ -600,11 +782,31 @@ class Session(asyncio.BufferedProtocol):
         self._handler_task = asyncio.ensure_future(_resume(coro, blocked_on))
 
     async def _run_handler(self, message: Message) -> None:
-        envelope = self._envelope(message)
+        # Runs as a task (or its first step inside _process): nothing may escape it, or the
+        # client would wait for a reply that never comes while its slot stays taken.
         try:
-            response: Response | None = await self._server._handler_chain(envelope)
+            await self._handle(message)
+        except Exception:
+            self._handler_task = None
+            self._internal_error("the handler's reply")
+
+    async def _handle(self, message: Message) -> None:
+        envelope = self._envelope(message)
+        response: Response | None
+        try:
+            # chain() checks what every layer returns (HandlerReturnError below).
+            response = await self._server._handler_chain(envelope)
         except ResponseError as exc:
             response = exc.response
+        except HandlerReturnError as exc:
+            # A programming error with a plain cause: one line, no traceback to dig through.
+            self.logger.error(
+                "connection %d: %s (envelope %s); sending 451 4.3.0",
+                self.connection_id,
+                exc,
+                envelope.envelope_id,
+            )
+            response = R.ERROR_HANDLER
         except Exception:
             self.logger.exception(
                 "connection %d: handler failed for envelope %s",
@@ -639,6 +841,13 @@ class Session(asyncio.BufferedProtocol):
         self._process()  # commands pipelined after the final dot (RFC 2920)
 
     async def _handshake(self, *, implicit: bool) -> None:
+        try:
+            await self._upgrade(implicit=implicit)
+        except Exception:
+            self._tls_task = None
+            self._internal_error("the TLS upgrade")
+
+    async def _upgrade(self, *, implicit: bool) -> None:
         transport, server = self.transport, self._server
         assert transport is not None
         assert server.tls is not None
@@ -677,7 +886,7 @@ class Session(asyncio.BufferedProtocol):
         assert conn is not None
         conn.tls_established()  # RFC 3207 4.2: forget everything but the connection identity
         self._touch()
-        if self._shutdown_requested:
+        if self._shutdown_requested or self._expired:
             self._say_goodbye()
 
     def _apply_xclient(self, event: XClient) -> None:
@@ -694,6 +903,18 @@ class Session(asyncio.BufferedProtocol):
         if value is not None:
             port = int(value)
         self.remote_addr = (host, port)
+        if addr is not None and not self._server._claim_ip(self, host):
+            # The per-IP limit counts the client XCLIENT names, not the proxy in front of it.
+            self.logger.warning(
+                "connection %d: XCLIENT client %s refused: %d connections from it already",
+                self.connection_id,
+                host,
+                self._server.max_clients_per_ip,
+            )
+            conn = self.conn
+            assert conn is not None
+            conn.close(_TOO_MANY_FROM_IP)
+            return
         self.logger.debug(
             "connection %d: XCLIENT from %s:%d: client %s:%d name=%s helo=%s",
             self.connection_id,

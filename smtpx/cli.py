@@ -40,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-unrecognized", type=int, default=5, metavar="N")
     serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
     serve.add_argument("--max-clients", type=int, default=100, metavar="N")
+    serve.add_argument(
+        "--max-clients-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections from one address, loopback exempt (default: half of --max-clients)",
+    )
+    serve.add_argument(
+        "--max-session-time",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="close a connection older than this with 421 4.4.2 (default 0: no limit)",
+    )
     serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
     serve.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     serve.add_argument("--tls-always-on", action="store_true", help="implicit TLS (port 465)")
@@ -90,10 +104,14 @@ def build_server(args: argparse.Namespace) -> Server:
         raise SystemExit("smtpx: --dns-server and --reject-dmarc go with --authres")
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
     middlewares += [add_received_header(), add_return_path]
+    try:
+        store = MaildirHandler(args.maildir)
+    except OSError as exc:
+        raise ValueError(f"--maildir {args.maildir}: {exc.strerror or exc}") from None
     return Server(
         hostname=hostname,
         addr=args.addr,
-        handler=MaildirHandler(args.maildir),
+        handler=store,
         middlewares=middlewares,
         tls=tls,
         tls_always_on=args.tls_always_on,
@@ -101,6 +119,8 @@ def build_server(args: argparse.Namespace) -> Server:
         max_size=args.max_size,
         timeout=args.timeout,
         max_clients=args.max_clients,
+        max_clients_per_ip=args.max_clients_per_ip,
+        max_session_time=args.max_session_time,
         xclient_on=args.xclient,
         proxy_on=args.proxy,
         max_recipients=args.max_recipients,

@@ -18,8 +18,14 @@ __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
 
 # RFC 5322 2.2: field-name = 1*ftext, ftext = %d33-57 / %d59-126
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
-# A fold is CRLF followed by WSP; no other CR or LF may appear in a header value.
-_BAD_VALUE = re.compile(r"\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])|[\x00]")
+# Characters refused anywhere in a prepended value: every C0 control but TAB (CR and LF
+# appear only as folds, checked apart), DEL and the C1 controls (U+0085 is a line break to
+# some readers), the Unicode line and paragraph separators, the bidi controls that reorder
+# what a person reads in a log or a mail client (U+202E), and lone surrogates.
+_BAD_CHAR = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+    r"\ud800-\udfff]"
+)
 
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 _MACHINE = os.urandom(3)
@@ -174,16 +180,32 @@ class Envelope:
 
         Args:
             name: The field name, e.g. ``"Received"``.
-            value: The field body. It may be folded with ``"\\r\\n "``; any other CR or LF
-                (header injection) is refused.
+            value: The field body. It may be folded with ``"\\r\\n "`` (or CRLF TAB), and
+                each folded line must hold more than white space (RFC 5322 3.2.2: a line of
+                white space alone is obsolete syntax, and some readers end the header there).
 
         Raises:
-            ValueError: The name or the value is not a valid header field.
+            ValueError: The name is not a valid field name (RFC 5322 2.2), or the value
+                holds CR or LF outside a fold (header injection), a fold that leaves a line
+                of white space only, a control character other than TAB (NUL, VT, FF, ESC,
+                DEL, C1 controls such as U+0085), U+2028/U+2029, a bidi control (U+202A to
+                U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C), or a lone surrogate.
         """
         if not _FIELD_NAME.match(name):
             raise ValueError(f"invalid header field name: {name!r}")
-        if _BAD_VALUE.search(value) or value.endswith("\r\n"):
-            raise ValueError(f"header value for {name} contains CR/LF outside a fold or NUL")
+        lines = value.split("\r\n")
+        for i, line in enumerate(lines):
+            if _BAD_CHAR.search(line):
+                raise ValueError(
+                    f"header value for {name} holds a control, line-break or bidi character"
+                    " or a CR/LF outside a fold"
+                )
+            # RFC 5322 2.2.3: a fold is CRLF followed by WSP, with more than WSP after it.
+            if i and (line[:1] not in (" ", "\t") or not line.strip(" \t")):
+                raise ValueError(
+                    f"header value for {name} has a fold without a white-space-led,"
+                    " non-blank line after it"
+                )
         sep = " " if value and value[0] not in " \t" else ""
         self._trace.append(f"{name}:{sep}{value}\r\n".encode())
         self._joined = None

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from .envelope import Envelope
 from .responses import SUCCESS_MESSAGE_ACCEPTED, Response
@@ -15,6 +15,7 @@ __all__ = [
     "NOOP_HANDLER",
     "Handler",
     "HandlerFunc",
+    "HandlerReturnError",
     "Middleware",
     "SyncHandlerFunc",
     "chain",
@@ -86,10 +87,39 @@ NOOP_HANDLER: Handler = new_handler(_accept_all)
 """Accepts every message and discards it (Go ``NoopBackend``)."""
 
 
-def _never_none(func: HandlerFunc) -> HandlerFunc:
+class HandlerReturnError(TypeError):
+    """A handler or middleware returned something that is neither a Response nor None.
+
+    The session answers ``451 4.3.0`` and logs the message, which names the culprit and the
+    type it returned (a common slip: ``return "250 OK"``, the aiosmtpd convention).
+    """
+
+
+def _describe(obj: object) -> str:
+    # new_handler(f) keeps f in _func, and a plain f is wrapped (functools.wraps) to run in a
+    # thread: name f itself.
+    inner: Any = getattr(obj, "_func", obj)
+    func: Any = inspect.unwrap(inner) if callable(inner) else inner
+    name = getattr(func, "__qualname__", None)
+    if not isinstance(name, str):  # an object: name its class
+        return f"{type(func).__module__}.{type(func).__qualname__} object"
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if isinstance(module, str) else name
+
+
+def _never_none(func: HandlerFunc, what: str) -> HandlerFunc:
     async def accepted_if_none(envelope: Envelope) -> Response | None:
-        response = await func(envelope)
-        return SUCCESS_MESSAGE_ACCEPTED if response is None else response
+        response: object = await func(envelope)
+        if response is None:
+            return SUCCESS_MESSAGE_ACCEPTED
+        if isinstance(response, Response):
+            return response
+        if inspect.iscoroutine(response):
+            response.close()  # a sync function that returned a coroutine: never awaited
+        raise HandlerReturnError(
+            f"{what} returned {type(response).__qualname__} {response!r:.60}, "
+            "not a smtpx.Response or None"
+        )
 
     return accepted_if_none
 
@@ -98,9 +128,11 @@ def chain(handler: Handler, middlewares: Sequence[Middleware]) -> HandlerFunc:
     """Wrap ``handler`` in ``middlewares``; ``middlewares[0]`` ends up outermost.
 
     As in the Go package, a None from any layer becomes ``250 2.0.0 Message accepted``, so
-    a middleware's ``await next(envelope)`` always returns a Response.
+    a middleware's ``await next(envelope)`` always returns a Response. Any other value that
+    is not a Response raises ``HandlerReturnError`` naming the layer, which the session turns
+    into ``451 4.3.0``.
     """
-    func: HandlerFunc = _never_none(handler.data)
+    func: HandlerFunc = _never_none(handler.data, f"handler {_describe(handler)}")
     for middleware in reversed(middlewares):
-        func = _never_none(middleware(func))
+        func = _never_none(middleware(func), f"middleware {_describe(middleware)}")
     return func

@@ -96,6 +96,21 @@ class Server:
         timeout: Seconds allowed for each command line, for each silence inside DATA, and for
             the TLS handshake and PROXY header; 0 disables.
         max_clients: Concurrent connections; the next one gets 421 4.3.2.
+        max_clients_per_ip: Concurrent connections from one client address (an IPv6 client
+            counts by its /64, which one host usually holds whole); the next gets 421 4.7.0
+            and is closed, so that one client cannot hold every slot. None (the default)
+            means half of ``max_clients``, at least 1, as Postfix's anvil defaults
+            (``smtpd_client_connection_count_limit`` 50 of 100 processes). The address is the
+            one PROXY or XCLIENT reported when they are on.
+        max_clients_per_ip_exempt: Networks the per-address limit does not apply to. Default
+            loopback: like Postfix (whose ``smtpd_client_event_limit_exceptions`` defaults to
+            ``$mynetworks``, the machine itself), connections from this host (a local MTA,
+            a content filter, monitoring) are trusted, while remote clients are limited.
+        max_session_time: Seconds a connection may last in all; at the next point between
+            commands after that it gets 421 4.4.2 and is closed (a client that reaches no such
+            point within ``timeout`` more seconds is closed then; a running handler is waited
+            for). 0 (the default) means no limit: ``timeout``, ``max_clients_per_ip`` and the
+            core's command limits already bound an idle or junk-sending client.
         xclient_on: Accept Postfix XCLIENT from ``xclient_trusted`` networks.
         xclient_trusted: Networks allowed to use XCLIENT (default loopback).
         proxy_on: Expect a HAProxy PROXY header (v1 or v2) from ``proxy_trusted`` networks.
@@ -121,6 +136,9 @@ class Server:
         max_size: int = DEFAULT_MAX_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_clients_per_ip: int | None = None,
+        max_clients_per_ip_exempt: Iterable[str | Network] = LOOPBACK_NETWORKS,
+        max_session_time: float = 0.0,
         xclient_on: bool = False,
         xclient_trusted: Iterable[str | Network] = LOOPBACK_NETWORKS,
         proxy_on: bool = False,
@@ -137,6 +155,7 @@ class Server:
         for name, value in (
             ("max_size", max_size),
             ("max_clients", max_clients),
+            ("max_clients_per_ip", 1 if max_clients_per_ip is None else max_clients_per_ip),
             ("max_recipients", max_recipients),
             ("max_unrecognized_commands", max_unrecognized_commands),
             ("workers", workers),
@@ -145,6 +164,8 @@ class Server:
                 raise ValueError(f"{name} must be at least 1")
         if timeout < 0:
             raise ValueError("timeout must not be negative")
+        if max_session_time < 0:
+            raise ValueError("max_session_time must not be negative")
         self.hostname = hostname or socket.gethostname()
         self.addr = addr
         parse_addr(addr)  # fail early on a malformed address
@@ -155,6 +176,11 @@ class Server:
         self.max_size = max_size
         self.timeout = float(timeout)
         self.max_clients = max_clients
+        self.max_clients_per_ip = (
+            max(1, max_clients // 2) if max_clients_per_ip is None else max_clients_per_ip
+        )
+        self.max_clients_per_ip_exempt = _networks(max_clients_per_ip_exempt)
+        self.max_session_time = float(max_session_time)
         self.xclient_on = xclient_on
         self.xclient_trusted = _networks(xclient_trusted)
         self.proxy_on = proxy_on
@@ -177,6 +203,7 @@ class Server:
         )
         self._state = ServerState.NEW
         self._sessions: set[Session] = set()
+        self._per_ip: dict[str, int] = {}
         self._next_id = 0
         self._servers: list[asyncio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -258,7 +285,44 @@ class Server:
         self._sessions.add(session)
         return True
 
+    def _claim_ip(self, session: Session, host: str) -> bool:
+        """Count ``session`` against its client address; False when that one is full."""
+        self._release_ip(session)
+        key = self._ip_key(host)
+        if key is None:
+            return True
+        count = self._per_ip.get(key, 0)
+        if count >= self.max_clients_per_ip:
+            return False
+        self._per_ip[key] = count + 1
+        session.ip_key = key
+        return True
+
+    def _release_ip(self, session: Session) -> None:
+        key, session.ip_key = session.ip_key, None
+        if key is not None:
+            count = self._per_ip[key] - 1
+            if count:
+                self._per_ip[key] = count
+            else:
+                del self._per_ip[key]
+
+    def _ip_key(self, host: str) -> str | None:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None  # not an IP peer (e.g. a Unix socket): nothing to count by
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip.version == n.version and ip in n for n in self.max_clients_per_ip_exempt):
+            return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            # One host usually holds a whole /64 (SLAAC, privacy addresses): count by it.
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
+
     def _unregister(self, session: Session) -> None:
+        self._release_ip(session)
         self._sessions.discard(session)
         if self._shutting_down and not self._sessions and self._drained is not None:
             self._drained.set()
@@ -311,7 +375,7 @@ class Server:
             raise
         self._servers = servers
         self._state = ServerState.RUNNING
-        if self.timeout:
+        if self.timeout or self.max_session_time:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
             "smtpx listening on %s (pid %d)",
@@ -341,7 +405,8 @@ class Server:
 
     async def _sweep(self) -> None:
         # One timer for every connection instead of one per connection.
-        interval = max(0.05, min(1.0, self.timeout / 4))
+        periods = [t / 4 for t in (self.timeout, self.max_session_time) if t]
+        interval = max(0.05, min(1.0, *periods))
         while True:
             await asyncio.sleep(interval)
             now = self._loop_time()

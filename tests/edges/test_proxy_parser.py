@@ -98,6 +98,10 @@ def test_v1_unknown_keeps_real_endpoints() -> None:
         b"PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\n",  # LF without CR
         b"proxy TCP4 192.0.2.7 198.51.100.1 4242 25\r\n",  # case matters
         b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",  # over 107 bytes
+        b"PROXY TCP6 fe80::1%eth0 2001:db8::1 4242 25\r\n",  # zone id (forges Received)
+        b"PROXY TCP6 2001:db8::7 fe80::1%x 4242 25\r\n",
+        b"PROXY TCP6 fe80::1%\rX 2001:db8::1 4242 25\r\n",  # CR in the zone
+        b"PROXY TCP6 fe80::1% 2001:db8::1 4242 25\r\n",
     ],
 )
 def test_v1_malformed(line: bytes) -> None:
@@ -196,3 +200,87 @@ def test_reader_never_consumes_past_the_header(header: bytes, after: bytes) -> N
 def test_reader_only_raises_proxy_error(data: bytes) -> None:
     with contextlib.suppress(ProxyError):
         read_all(data)
+
+
+# ------------------------------------------------- mutation fuzz from valid headers
+# Random bytes almost never start with a valid signature, so they only exercise the first
+# check. These start from valid v1 and v2 headers and damage them, so every later check
+# (fields, addresses, ports, lengths, TLVs, CRC) sees near-valid input.
+VALID = [
+    b"PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\r\n",
+    b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 0\r\n",
+    b"PROXY UNKNOWN\r\n",
+    b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+    v2(),
+    v2(fam=0x21, src="2001:db8::7", dst="::1", tlvs=tlv(0x02, b"mx.example") + tlv(0x05, b"id")),
+    v2(ver_cmd=0x20, fam=0x00),
+    v2(fam=0x00),
+    v2(tlvs=tlv(0x20, b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3"))),
+]
+VALID.append(v2(tlvs=tlv(0x03, struct.pack("!I", crc32c(v2(tlvs=tlv(0x03, b"\0\0\0\0")))))))
+# Bytes that matter to the grammar: separators, line ends, zone and scope marks, digits and
+# hex at the edges of their ranges, NUL, high bytes.
+TOKENS = [b" ", b"  ", b"\r", b"\n", b"\r\n", b"%", b"%eth0", b"%\r\n", b":", b"::", b".", b"0"]
+TOKENS += [b"9", b"65536", b"-1", b"+1", b"f", b"g", b"\x00", b"\xff", b"\x80", b"\x21", b"\x11"]
+
+
+def check_outcome(stream: bytes) -> None:
+    """The reader either refuses with ProxyError or returns a header that is sane to use."""
+    try:
+        header, used = read_all(stream)
+    except ProxyError:
+        return
+    if header is None:
+        return
+    # What follows the header never changes the result (it belongs to the next layer).
+    assert read_all(stream[:used]) == (header, used)
+    for endpoint in (header.source, header.destination):
+        if endpoint is None:
+            continue
+        host, port = endpoint
+        # A canonical address and nothing else: no zone id, no CR/LF, no space to forge a
+        # Received line with.
+        assert "%" not in host and ipaddress.ip_address(host).compressed == host, host
+        assert 0 <= port <= 65535
+
+
+def test_every_single_edit_of_a_valid_header() -> None:
+    # Exhaustive and deterministic: each token inserted at, or replacing the byte at, every
+    # position of every valid header, plus every truncation.
+    parsed = 0
+    for base in VALID:
+        for pos in range(len(base) + 1):
+            cases = [base[:pos]]
+            for token in TOKENS:
+                cases.append(base[:pos] + token + base[pos:])
+                cases.append(base[:pos] + token + base[pos + 1 :])
+            for case in cases:
+                check_outcome(case + b"EHLO x\r\n")
+                with contextlib.suppress(ProxyError):
+                    parsed += read_all(case)[0] is not None
+    # The edits reach past the signature: many damaged headers still parse.
+    assert parsed > 1000
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["flip", "insert", "replace", "delete", "truncate"]))
+        if kind == "flip" and pos < len(data):
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "insert":
+            data[pos:pos] = draw(st.sampled_from(TOKENS) | st.binary(max_size=4))
+        elif kind == "replace":
+            data[pos : pos + 1] = draw(st.sampled_from(TOKENS))
+        elif kind == "delete":
+            del data[pos : pos + draw(st.integers(1, 8))]
+        else:
+            del data[pos:]
+    return bytes(data) + draw(st.binary(max_size=16))
+
+
+@given(damaged())
+def test_damaged_headers_only_raise_proxy_error(stream: bytes) -> None:
+    check_outcome(stream)

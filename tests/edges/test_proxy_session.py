@@ -123,6 +123,19 @@ def test_malformed_missing_and_oversized_headers_close_without_greeting(
         send_mail(c)
 
 
+def test_v1_zone_id_is_refused_without_greeting(make_server: MakeServer) -> None:
+    # Issue 9 item 11: a zone id would reach the Received line; a CR in it broke every message.
+    srv = make_server(proxy_on=True, middlewares=[add_received_header()])
+    for zone in (b"%eth0", b"%\rX-Forged:1", b"%x])by_evil"):
+        header = b"PROXY TCP6 fe80::1" + zone + b" 2001:db8::1 4242 25\r\n"
+        assert closed_without_greeting(srv.port, header), header
+    assert srv.received == []
+    with connect(srv.port) as c:
+        c.send(b"PROXY TCP6 fe80::1 2001:db8::1 4242 25\r\n")
+        send_mail(c)
+    assert srv.received[0].data.startswith(b"Received: from client.test ([IPv6:fe80::1])")
+
+
 def test_untrusted_peer_is_closed_without_greeting(make_server: MakeServer) -> None:
     srv = make_server(proxy_on=True, proxy_trusted=["10.0.0.0/8", "fd00::/8"])
     assert closed_without_greeting(srv.port, V1)
