@@ -28,6 +28,8 @@ from .protocol import ProtocolConfig
 __all__ = [
     "DEFAULT_ADDR",
     "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_ERRORS",
+    "DEFAULT_MAX_JUNK_COMMANDS",
     "DEFAULT_MAX_RECIPIENTS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_UNRECOGNIZED_COMMANDS",
@@ -45,6 +47,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_CLIENTS = 100
 DEFAULT_MAX_RECIPIENTS = 100
 DEFAULT_MAX_UNRECOGNIZED_COMMANDS = 5
+DEFAULT_MAX_ERRORS = 20
+DEFAULT_MAX_JUNK_COMMANDS = 100
 RECV_BUFFER_SIZE = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -117,8 +121,19 @@ class Server:
         proxy_trusted: Networks allowed to send a PROXY header (default loopback).
         max_recipients: RCPT commands per transaction; the next gets 452 4.5.3.
         max_unrecognized_commands: At this many unknown commands the connection gets 421.
+        max_errors: Error replies (4xx/5xx) the core may send without an accepted message in
+            between; the next ends the session with 421 4.7.0 (Postfix
+            ``smtpd_hard_error_limit``, default 20). 0 disables.
+        max_junk_commands: NOOP, RSET, VRFY and HELP commands allowed without an accepted
+            message in between; the next gets 421 4.7.0 and the session ends (Postfix
+            ``smtpd_junk_command_limit``, default 100). 0 disables.
         normalize_line_endings: Store bare CR/LF in DATA as CRLF instead of rejecting the
             message (rejecting is the SMTP smuggling defence).
+        allow_nul: Store NUL bytes in DATA instead of refusing the message with 550 5.6.0
+            (RFC 5322 forbids NUL; a hop that drops it could see an end of data).
+        forbid_unauth_pipelining: Drop clients that send commands before the reply that ends
+            their RFC 2920 command group (after DATA, EHLO, ...), or pipeline without EHLO,
+            with 554 5.5.0 (Postfix 3.9 ``smtpd_forbid_unauth_pipelining``).
         workers: Processes sharing the port via SO_REUSEPORT (``listen_and_serve`` only).
     """
 
@@ -145,7 +160,11 @@ class Server:
         proxy_trusted: Iterable[str | Network] = LOOPBACK_NETWORKS,
         max_recipients: int = DEFAULT_MAX_RECIPIENTS,
         max_unrecognized_commands: int = DEFAULT_MAX_UNRECOGNIZED_COMMANDS,
+        max_errors: int = DEFAULT_MAX_ERRORS,
+        max_junk_commands: int = DEFAULT_MAX_JUNK_COMMANDS,
         normalize_line_endings: bool = False,
+        allow_nul: bool = False,
+        forbid_unauth_pipelining: bool = True,
         workers: int = 1,
     ) -> None:
         if tls_always_on and tls is None:
@@ -164,6 +183,8 @@ class Server:
                 raise ValueError(f"{name} must be at least 1")
         if timeout < 0:
             raise ValueError("timeout must not be negative")
+        if max_errors < 0 or max_junk_commands < 0:
+            raise ValueError("max_errors and max_junk_commands must not be negative")
         if max_session_time < 0:
             raise ValueError("max_session_time must not be negative")
         self.hostname = hostname or socket.gethostname()
@@ -187,7 +208,11 @@ class Server:
         self.proxy_trusted = _networks(proxy_trusted)
         self.max_recipients = max_recipients
         self.max_unrecognized_commands = max_unrecognized_commands
+        self.max_errors = max_errors
+        self.max_junk_commands = max_junk_commands
         self.normalize_line_endings = normalize_line_endings
+        self.allow_nul = allow_nul
+        self.forbid_unauth_pipelining = forbid_unauth_pipelining
         self.workers = workers
         self._handler: Handler = NOOP_HANDLER
         self._middlewares: list[Middleware] = list(middlewares)
@@ -197,9 +222,13 @@ class Server:
             max_size=max_size,
             max_recipients=max_recipients,
             max_unrecognized_commands=max_unrecognized_commands,
+            max_errors=max_errors,
+            max_junk_commands=max_junk_commands,
             tls_available=tls is not None and not tls_always_on,
             require_tls=require_tls,
             normalize_line_endings=normalize_line_endings,
+            allow_nul=allow_nul,
+            forbid_unauth_pipelining=forbid_unauth_pipelining,
         )
         self._state = ServerState.NEW
         self._sessions: set[Session] = set()

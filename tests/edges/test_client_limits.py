@@ -151,3 +151,54 @@ def test_cli_flags(tmp_path: Path) -> None:
     assert server.max_clients_per_ip == 3 and server.max_session_time == 60
     server = build_server(parse(["serve", "--maildir", md, "--max-clients", "10"]))
     assert server.max_clients_per_ip == 5 and server.max_session_time == 0
+
+
+def test_junk_and_error_limits_are_server_options_and_cli_flags(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    # Issue 9 item 10: the core's limits (ProtocolConfig.max_junk_commands, max_errors).
+    srv = make_server(max_junk_commands=3, max_errors=2)
+    with connect(srv.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        assert [c.cmd(b"NOOP\r\n")[:3] for _ in range(3)] == [b"250"] * 3
+        assert c.cmd(b"NOOP\r\n").startswith(b"421 4.7.0") and c.eof()
+    with connect(srv.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        assert [c.cmd(b"RCPT TO:<r@x.example>\r\n")[:3] for _ in range(2)] == [b"503"] * 2
+        assert c.cmd(b"RCPT TO:<r@x.example>\r\n").startswith(b"421 4.7.0") and c.eof()
+    parse = build_parser().parse_args
+    md = str(tmp_path / "md")
+    server = build_server(
+        parse(["serve", "--maildir", md, "--junk-command-limit", "7", "--hard-error-limit", "0"])
+    )
+    assert server._protocol_config.max_junk_commands == 7
+    assert server._protocol_config.max_errors == 0
+    server = build_server(parse(["serve", "--maildir", md]))
+    assert (server.max_junk_commands, server.max_errors) == (100, 20)
+
+
+def test_pipelining_and_nul_policies_are_server_options(make_server: MakeServer) -> None:
+    # Issue 9 items 13 and 15 reach users as Server options: on by default, and can be relaxed.
+    message = b"DATA\r\nSubject: x\r\n\r\nhello\x00world\r\n.\r\n"
+    strict = make_server()
+    with connect(strict.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        c.cmd(b"MAIL FROM:<a@x.example>\r\n")
+        c.cmd(b"RCPT TO:<b@x.example>\r\n")
+        # The 354 was already owed; the message that followed it is refused and the client cut.
+        assert c.cmd(message).startswith(b"354")
+        assert c.reply().startswith(b"554 5.5.0") and c.eof()
+    assert strict.received == []
+    relaxed = make_server(forbid_unauth_pipelining=False, allow_nul=True)
+    with connect(relaxed.port) as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        c.cmd(b"MAIL FROM:<a@x.example>\r\n")
+        c.cmd(b"RCPT TO:<b@x.example>\r\n")
+        assert c.cmd(message).startswith(b"354")
+        assert c.reply().startswith(b"250")
+    assert wait_until(lambda: len(relaxed.received) == 1)
+    assert b"hello\x00world" in relaxed.received[0].data
