@@ -5,6 +5,7 @@ Every test runs the real CLI in a subprocess (issue 15, defects 7, 8, 9 and 10).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -138,8 +139,9 @@ def test_help_is_plain_text_and_every_flag_is_explained(tmp_path: Path) -> None:
         assert out.returncode == 0
         assert "``" not in out.stdout, out.stdout
     parser = build_parser()
-    subparsers = [a for a in parser._actions if a.choices and isinstance(a.choices, dict)]
-    serve = subparsers[0].choices["serve"]
+    (choices,) = [a.choices for a in parser._actions if isinstance(a.choices, dict)]
+    serve = choices["serve"]
+    assert isinstance(serve, argparse.ArgumentParser)
     unexplained = [a.option_strings for a in serve._actions if not a.help]
     assert unexplained == []
 
