@@ -59,7 +59,8 @@ def blocks(lang: str) -> list[Block]:
     return found
 
 
-PYTHON = blocks("python")
+EXAMPLE = ROOT / "examples" / "server.py"
+PYTHON = [*blocks("python"), Block(EXAMPLE, 1, "python", EXAMPLE.read_text())]
 
 
 def test_the_docs_have_examples() -> None:
