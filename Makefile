@@ -1,8 +1,8 @@
 # `make wheels`: a manylinux wheel for every CPython 3.10-3.13 found on PATH (repaired by
 # auditwheel, which also checks that the extension links nothing outside the manylinux policy),
 # and the sdist, in dist/. Set PYTHONS="python3.12 /opt/py/bin/python3.13" to choose.
-# The tags are those of this machine's glibc (Debian 12: manylinux_2_34 or lower, whatever the
-# symbols need); for wheels that install on older systems build inside a manylinux container.
+# auditwheel tags each wheel with the oldest manylinux policy its symbols allow (on Debian 12:
+# manylinux2014 / manylinux_2_17); a build inside a manylinux container is the stricter check.
 TOOLS := .venv-tools
 # The first interpreter of each version that really runs (a pyenv shim of an inactive version
 # is on PATH but fails).

@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=5,
         metavar="N",
-        help="unknown commands before the connection is closed (default %(default)s)",
+        help="unknown commands at which the connection gets 421 and is closed "
+        "(default %(default)s)",
     )
     serve.add_argument(
         "--timeout",
