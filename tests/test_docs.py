@@ -9,8 +9,10 @@ to completion. ``$ smtpx ...`` lines in ``text`` blocks are run and their output
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import io
 import os
 import re
 import signal
@@ -282,3 +284,47 @@ def test_public_api_is_documented() -> None:
             if inspect.isfunction(func) and not func.__doc__:
                 missing.append(f"{cls.__module__}.{cls.__qualname__}.{name}()")
     assert missing == []
+
+
+CLI_INLINE = re.compile(r"`(?:[^`]*&& )?smtpx ((?:serve(?=[\s`])|--)[^`]*)`")
+CLI_BLOCK_LINE = re.compile(r"(?<![\w/.-])smtpx ((?:serve(?=\s|$)|--)[^\n]*)")
+ANY_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]*(:[A-Z]+)?$")  # N, PEM, HOST:PORT
+
+
+def cli_uses() -> list[tuple[str, str]]:
+    """Every ``smtpx serve ...`` / ``smtpx --...`` the docs show, without trailing prose."""
+    found = []
+    for path in DOCS:
+        text = path.read_text()
+        candidates = [m.group(1) for m in CLI_INLINE.finditer(text)]
+        for block in ANY_FENCE.finditer(text):
+            candidates += [m.group(1) for m in CLI_BLOCK_LINE.finditer(block.group(1))]
+        for candidate in candidates:
+            args = re.split(r"\s{2,}|\s\(|\s#", candidate.replace("\n", " "))[0].strip()
+            tokens = args.split()
+            if "[" in args or "..." in args or any(PLACEHOLDER.match(t) for t in tokens):
+                continue  # a synopsis, not a command
+            found.append((str(path.relative_to(ROOT)), args))
+    return found
+
+
+CLI_USES = cli_uses()
+
+
+def test_docs_show_cli_commands() -> None:
+    assert len(CLI_USES) >= 5
+
+
+@pytest.mark.parametrize(("where", "args"), CLI_USES, ids=[f"{w}: {a}" for w, a in CLI_USES])
+def test_cli_command_in_docs_parses(where: str, args: str) -> None:
+    # deployment.md once showed `smtpx --proxy --workers 4`, which has no command.
+    from smtpx.cli import build_parser  # noqa: PLC0415
+
+    code: object = 0
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            build_parser().parse_args(args.split())
+    except SystemExit as exc:  # --help and --version exit 0, a mistake exits 2
+        code = exc.code
+    assert code == 0, f"{where}: `smtpx {args}` is not a valid command line"
