@@ -48,6 +48,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+class _Version(argparse.Action):
+    """``--version`` on one line: argparse's own action wraps it at the terminal width."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"smtpx {__version__} ({IMPLEMENTATION} implementation, {PACKAGE_DIR})")
+        parser.exit()
+
+
 # Argument types: argparse turns their ValueError/ArgumentTypeError into "argument --x: ...".
 def _positive_int(text: str) -> int:
     try:
@@ -100,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"smtpx {__version__} ({IMPLEMENTATION} implementation, {PACKAGE_DIR})",
+        action=_Version,
+        nargs=0,
         help="show the version, the active implementation (cython or python) and the "
         "package folder, then exit",
     )
