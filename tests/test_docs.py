@@ -328,3 +328,11 @@ def test_cli_command_in_docs_parses(where: str, args: str) -> None:
     except SystemExit as exc:  # --help and --version exit 0, a mistake exits 2
         code = exc.code
     assert code == 0, f"{where}: `smtpx {args}` is not a valid command line"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    # README, "Quick start": the second command is the whole test set-up, and CI runs exactly it.
+    commands = [b.code.strip() for b in blocks("sh") if b.path.name == "README.md"]
+    assert commands[1] == "bash .ci/install-peers && .venv-tools/bin/tox"
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == commands[1]
