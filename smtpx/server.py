@@ -407,7 +407,7 @@ class Server:
         if self.timeout or self.max_session_time:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
-            "smtpx listening on %s (pid %d)",
+            "listening on %s (pid %d)",
             ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets),
             os.getpid(),
         )
@@ -498,5 +498,5 @@ class Server:
         self._state = ServerState.STOPPED
         if self._stopped is not None:
             self._stopped.set()
-        self.logger.info("smtpx stopped (%s)", "graceful" if self._graceful else "deadline")
+        self.logger.info("stopped (%s)", "graceful" if self._graceful else "deadline")
         return self._graceful
