@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import shutil
 import smtplib
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from smtpx import Server
 from smtpx.auth import AuthFile, AuthThrottle, FileAuthenticator, hash_password
 from smtpx.authres import authentication_results
 from smtpx.authres._dns import resolver_at
@@ -345,14 +344,7 @@ def test_swaks_auth_refused_without_tls(
 
 
 def test_server_refuses_auth_without_tls_or_insecure(authenticator: FileAuthenticator) -> None:
-    from smtpx import Server
-
     with pytest.raises(ValueError, match="TLS"):
         Server(authenticator=authenticator)
     with pytest.raises(ValueError, match="authenticator"):
         Server(auth_required=True)
-
-
-def test_unused_socket_helpers_are_real() -> None:
-    # ssl and socket are what smtplib uses underneath; keep the imports honest.
-    assert ssl.PROTOCOL_TLS_CLIENT and socket.AF_INET
