@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import ssl
 import sys
 from collections.abc import Sequence
 
 from . import IMPLEMENTATION, __version__
+from .auth import AuthFile, FileAuthenticator
 from .authres import authentication_results
 from .authres._dns import resolver_at
 from .handler import Middleware
+from .hooks import filter_recipient_domains
 from .maildir import MaildirHandler
 from .middleware import add_received_header, add_return_path, logger, recover
 from .server import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, Server, parse_addr
@@ -72,6 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dns-server", metavar="HOST:PORT", help="nameserver for --authres (default: system's)"
     )
+    serve.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="offer AUTH PLAIN/LOGIN for the USER:$scrypt$... lines of FILE (smtpx passwd); "
+        "over TLS only unless --auth-insecure; reloaded on SIGHUP",
+    )
+    serve.add_argument(
+        "--auth-required", action="store_true", help="with --auth-file: 530 to MAIL before AUTH"
+    )
+    serve.add_argument(
+        "--auth-insecure",
+        action="store_true",
+        help="with --auth-file: offer AUTH without TLS too (passwords in clear; logs a warning)",
+    )
+    serve.add_argument(
+        "--accept-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="repeatable: RCPT to any other domain gets 550 5.7.1 (exact, case-insensitive; "
+        "<postmaster> is always accepted)",
+    )
     serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     passwd = sub.add_parser(
@@ -104,6 +129,19 @@ def build_server(args: argparse.Namespace) -> Server:
         raise SystemExit("smtpx: --dns-server and --reject-dmarc go with --authres")
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
     middlewares += [add_received_header(), add_return_path]
+    authenticator: FileAuthenticator | None = None
+    if args.auth_file:
+        if tls is None and not args.auth_insecure:
+            raise ValueError("--auth-file needs --tls-cert/--tls-key, or --auth-insecure")
+        try:
+            authenticator = FileAuthenticator(AuthFile(args.auth_file))
+        except OSError as exc:
+            raise ValueError(f"--auth-file {args.auth_file}: {exc.strerror or exc}") from None
+    elif args.auth_required or args.auth_insecure:
+        raise ValueError("--auth-required and --auth-insecure go with --auth-file")
+    hooks: list[object] = []
+    if args.accept_domain:
+        hooks.append(filter_recipient_domains(*args.accept_domain))
     try:
         store = MaildirHandler(args.maildir)
     except OSError as exc:
@@ -126,7 +164,28 @@ def build_server(args: argparse.Namespace) -> Server:
         max_recipients=args.max_recipients,
         max_unrecognized_commands=args.max_unrecognized,
         workers=args.workers,
+        hooks=hooks,
+        authenticator=authenticator,
+        auth_required=args.auth_required,
+        auth_allow_insecure=args.auth_insecure,
     )
+
+
+def _reload_on_sighup(auth_file: AuthFile) -> None:
+    """SIGHUP re-reads the auth file; a bad file keeps the old users (and is logged)."""
+    log = logging.getLogger("smtpx")
+
+    def reload(_signum: int, _frame: object) -> None:
+        try:
+            auth_file.reload()
+        except (OSError, ValueError) as exc:
+            log.error("auth file not reloaded, the old users stay: %s", exc)
+        else:
+            log.info("auth file reloaded: %d users", len(auth_file))
+
+    # A plain handler (not the loop's): it runs between bytecodes in the main thread, reads a
+    # small file and parses it, no hashing. Worker processes inherit it: send SIGHUP to each.
+    signal.signal(signal.SIGHUP, reload)
 
 
 PASSWD_MAX_LENGTH = 4096
@@ -186,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"smtpx: {exc}", file=sys.stderr)
         return 2
+    if isinstance(server.authenticator, FileAuthenticator):
+        _reload_on_sighup(server.authenticator.auth_file)
     from ._runner import run  # noqa: PLC0415 (keeps `--help` and `--version` light)
 
     try:
