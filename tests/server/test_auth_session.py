@@ -23,7 +23,6 @@ from tests.server.serverthread import ServerThread
 
 SWAKS = shutil.which("swaks")
 PASSWORD = "s3cret-Pa55"
-FAST = {"base_delay": 0.0, "max_delay": 0.0}
 
 
 def b64(raw: bytes) -> bytes:
@@ -58,7 +57,7 @@ def insecure(
     """A server offering AUTH without TLS (raw-byte tests)."""
 
     def factory(**options: Any) -> ServerThread:
-        options.setdefault("auth_throttle", AuthThrottle(**FAST))
+        options.setdefault("auth_throttle", AuthThrottle(base_delay=0.0, max_delay=0.0))
         return make_server(authenticator=authenticator, auth_allow_insecure=True, **options)
 
     return factory
@@ -112,7 +111,7 @@ def test_smtplib_login_wrong_password(
     srv = make_server(
         tls=tls.server_context(),
         authenticator=authenticator,
-        auth_throttle=AuthThrottle(max_per_connection=10, **FAST),
+        auth_throttle=AuthThrottle(max_per_connection=10, base_delay=0.0, max_delay=0.0),
     )
     with tls_client(srv, tls) as client:
         # smtplib tries PLAIN, then LOGIN: two failures per login().
@@ -244,7 +243,7 @@ def test_failures_are_delayed_more_each_time_then_421(
 def test_failures_per_address_are_limited(
     insecure: Callable[..., ServerThread],
 ) -> None:
-    srv = insecure(auth_throttle=AuthThrottle(max_per_address=2, **FAST))
+    srv = insecure(auth_throttle=AuthThrottle(max_per_address=2, base_delay=0.0, max_delay=0.0))
     bad = b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n"
     good = b"AUTH PLAIN " + b64(b"\0alice\0" + PASSWORD.encode()) + b"\r\n"
     with srv.raw() as raw:
@@ -300,7 +299,7 @@ def test_swaks_auth(
         tls=tls.server_context(),
         authenticator=authenticator,
         auth_required=True,
-        auth_throttle=AuthThrottle(**FAST),
+        auth_throttle=AuthThrottle(base_delay=0.0, max_delay=0.0),
     )
     common = ["--from", "alice@example.org", "--to", "b@example.org", "--auth", mechanism]
     ok = swaks(srv, *common, "--auth-user", "alice", "--auth-password", PASSWORD)
