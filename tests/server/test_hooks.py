@@ -201,3 +201,41 @@ def test_middleware_still_wraps_data_only(make_server: Callable[..., ServerThrea
     with srv.smtp() as client:
         client.sendmail("a@example.org", ["b@example.org"], b"hi\r\n")
     assert seen == ["data"]
+
+
+def test_connect_hook_sees_the_client_proxy_reported(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Look:
+        async def connect(self, session: SessionView) -> Response | None:
+            seen.append(session.remote_addr)
+            return None
+
+    srv = make_server(hooks=[Look()], proxy_on=True)
+    with srv.raw() as raw:
+        raw.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25\r\n")
+        assert raw.reply().startswith(b"220 ")
+    assert seen == [("192.0.2.7", 40000)]
+
+
+def test_a_slow_hook_does_not_hold_up_other_clients(
+    make_server: Callable[..., ServerThread],
+) -> None:
+    release = asyncio.Event()
+
+    class Wait:
+        async def rcpt(self, session: SessionView, address: Address, params: Params) -> None:
+            if address.local_part == "slow":
+                await release.wait()
+
+    srv = make_server(hooks=[Wait()])
+    with srv.raw() as slow, srv.smtp() as fast:
+        slow.reply()
+        slow.cmd(b"EHLO client.test\r\n")
+        slow.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        slow.send(b"RCPT TO:<slow@example.org>\r\n")
+        assert fast.sendmail("a@example.org", ["b@example.org"], b"hi\r\n") == {}
+        srv.loop.call_soon_threadsafe(release.set)
+        assert slow.reply().startswith(b"250 2.1.5")
