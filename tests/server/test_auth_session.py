@@ -193,7 +193,7 @@ def test_auth_not_configured_is_502(make_server: Callable[..., ServerThread]) ->
 def test_mail_auth_parameter_is_xtext_and_ignored_before_auth(
     insecure: Callable[..., ServerThread],
 ) -> None:
-    srv = insecure()
+    srv = insecure(middlewares=[add_received_header()])
     good = b64(b"\0alice\0" + PASSWORD.encode())
     with srv.raw() as raw:
         greet(raw)
@@ -210,6 +210,7 @@ def test_mail_auth_parameter_is_xtext_and_ignored_before_auth(
     first, second = srv.received
     assert (first.authenticated, first.mail_auth) == (None, None)  # RFC 4954 5: AUTH=<>
     assert (second.authenticated, second.mail_auth) == ("alice", "x@example.org")
+    assert b"with ESMTP " in first.data and b"with ESMTPA " in second.data  # RFC 3848
 
 
 # ---------------------------------------------------------------- throttling
