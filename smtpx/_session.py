@@ -13,6 +13,12 @@ A connection goes through these phases, each bounded by ``Server.timeout``:
 2. TLS handshake (``tls_always_on`` only), through the loop's public ``start_tls``.
 3. Greeting and the SMTP dialogue, driven by the sans-IO ``protocol.Connection``; STARTTLS
    upgrades the transport in the middle of it (RFC 3207).
+
+Session hooks (``smtpx.hooks``) and AUTH (RFC 4954) run where the core holds a command
+(``State.AWAIT_REPLY``): the hook's or the SASL step's first step runs inline, and only one that
+waits becomes a task (``_handler_task``), after which ``_process`` picks up the held input. The
+server is seen through ``smtpx._server_view.ServerView`` only; this module never imports
+``smtpx.server``.
 """
 
 from __future__ import annotations

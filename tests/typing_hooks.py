@@ -7,6 +7,7 @@ of it (they must fail).
 from __future__ import annotations
 
 from smtpx import Address, Envelope, Response, Server
+from smtpx._session import _View
 from smtpx.hooks import (
     ConnectHook,
     HeloHook,
@@ -45,3 +46,7 @@ mail: MailHook = Complete()
 rcpt: RcptHook = Complete()
 from_filter: RcptHook = filter_recipient_domains("example.org")
 server = Server(handler=handler, hooks=[from_filter])
+
+
+def session_view(view: _View) -> SessionView:
+    return view  # what the session hands to hooks is a SessionView
