@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import IMPLEMENTATION, __version__
-from .auth import AuthFile, FileAuthenticator
+from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
 from .authres._dns import resolver_at
 from .handler import Middleware
@@ -199,8 +199,6 @@ def passwd(user: str) -> int:
     stdin is the password (its line ending removed, nothing else), and nothing is prompted.
     """
     import getpass  # noqa: PLC0415 (only this subcommand needs it)
-
-    from .auth import check_username, hash_password  # noqa: PLC0415 (keeps `serve` light)
 
     try:
         check_username(user)
