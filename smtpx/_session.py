@@ -629,12 +629,17 @@ class Session(asyncio.BufferedProtocol):
         logged and answered ``451 4.3.0`` (as the data handler is); ``ResponseError`` sends
         its reply.
         """
-        names = self._server._hooks.names[kind]
         view = self._view_of()
         for index, call in enumerate(calls):
-            what = f"hook {names[index]}"
             try:
-                response = check_hook_reply(await call(view, *args), what)
+                result = await call(view, *args)
+                # The common answers first, without a call; check_hook_reply for the rest.
+                response = (
+                    result
+                    if result is None
+                    or (type(result) is Response and result.code // 100 in (2, 4, 5))
+                    else check_hook_reply(result, self._hook_name(kind, index))
+                )
             except ResponseError as exc:
                 response = exc.response
             except HandlerReturnError as exc:
@@ -642,12 +647,17 @@ class Session(asyncio.BufferedProtocol):
                 return R.ERROR_HANDLER
             except Exception:
                 self.logger.exception(
-                    "connection %d: %s failed; sending 451 4.3.0", self.connection_id, what
+                    "connection %d: %s failed; sending 451 4.3.0",
+                    self.connection_id,
+                    self._hook_name(kind, index),
                 )
                 return R.ERROR_HANDLER
             if response is not None:
                 return response
         return None
+
+    def _hook_name(self, kind: int, index: int) -> str:
+        return f"hook {self._server._hooks.names[kind][index]}"
 
     def _held(self, event: object) -> bool:
         """Start deciding a command the core holds (hook or AUTH); True if already done."""
