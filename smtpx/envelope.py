@@ -109,6 +109,7 @@ class Envelope:
         "_envelope_id",
         "_joined",
         "_trace",
+        "authenticated",
         "body_type",
         "connection_id",
         "error",
@@ -116,6 +117,7 @@ class Envelope:
         "helo",
         "hostname",
         "local_addr",
+        "mail_auth",
         "mail_from",
         "rcpt_to",
         "received_at",
@@ -162,6 +164,10 @@ class Envelope:
             datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
         )
         self.error: BaseException | None = None
+        # RFC 4954: the identity AUTH established on this connection (None without AUTH),
+        # and MAIL's AUTH= mailbox (None for <> or from a client that did not authenticate).
+        self.authenticated: str | None = None
+        self.mail_auth: str | None = None
         # Free-form per-message values for middleware (Go keeps these in a context).
         self.values: dict[str, Any] = {}
 
