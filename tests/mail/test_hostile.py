@@ -13,12 +13,14 @@ import tracemalloc
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smtpx._charsets import MAX_LABEL_LENGTH, lookup_codec
 from smtpx._mime_words import decode_header
 from smtpx.errors import MailParseError
 from smtpx.headers import Headers
-from smtpx.mail import MAX_PARAMS, MAX_PARTS
+from smtpx.mail import MAX_PARAMS, MAX_PARTS, _header_block_end, _split_multipart
 from tests.impls import Impl
 from tests.mail.conftest import MakeMail
 from tests.scaling import assert_linear
@@ -369,3 +371,35 @@ def test_long_or_odd_labels_are_unknown(label: str) -> None:
 )
 def test_other_spellings_still_resolve(label: str, codec: str) -> None:
     assert lookup_codec(label) == codec
+
+
+# --- the tree's offsets give what the landed copies gave --------------------------------------
+
+_PIECES = st.sampled_from(
+    [b"A: 1", b"B:", b"\r\n", b"\n", b"\r", b" ", b"\t", b"x", b":", b"--b", b"--b--", b"-"]
+)
+_CHUNKS = st.lists(_PIECES, max_size=12).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=_CHUNKS, part=_CHUNKS, after=_CHUNKS)
+def test_header_block_copy_parses_like_the_whole_part(
+    impl: Impl, before: bytes, part: bytes, after: bytes
+) -> None:
+    # body() parses only a copy of a part's header block; the result must be the same as
+    # parsing the part itself.
+    data = before + part + after
+    start, end = len(before), len(before) + len(part)
+    head = data[start : _header_block_end(data, start, end)]
+    assert impl.parse_header_block(head) == impl.parse_header_block(part)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=_CHUNKS, body=_CHUNKS, after=_CHUNKS)
+def test_split_offsets_stay_inside_the_body(before: bytes, body: bytes, after: bytes) -> None:
+    # The parts found in data[start:end] are those found in the body alone, shifted.
+    data = before + body + after
+    start = len(before)
+    shifted = _split_multipart(data, start, start + len(body), b"b", MAX_PARTS)
+    alone = _split_multipart(body, 0, len(body), b"b", MAX_PARTS)
+    assert [(s - start, e - start) for s, e in shifted] == alone
