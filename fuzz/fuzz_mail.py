@@ -24,7 +24,7 @@ from fuzz._harness import Budget, Target, check, main
 from smtpx.errors import MailParseError
 from smtpx.mail import Content, Mail
 
-__all__ = ["TARGET", "encode", "test_one_input"]
+__all__ = ["TARGET", "classify", "encode", "test_one_input"]
 
 _MAX_DEPTH = 64  # Mail.body(): "nesting exceeds 64 levels" raises MailParseError
 
@@ -79,12 +79,18 @@ def test_one_input(data: bytes) -> None:
     _body(mail, len(message))
 
 
+def classify(exc: BaseException) -> int | None:
+    """A UnicodeError out of the stdlib's MIME parameter code: a new finding (item 0)."""
+    return 0 if isinstance(exc, UnicodeError) else None
+
+
 TARGET = Target(
     name="mail",
     test_one_input=test_one_input,
     budget=Budget(base_s=0.25, per_byte_s=40e-6, base_bytes=8 << 20, per_byte_bytes=64),
     trailer=1,
     max_len=65536,
+    classify=classify,
 )
 
 if __name__ == "__main__":

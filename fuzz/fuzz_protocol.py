@@ -17,7 +17,7 @@ import atheris
 from fuzz._harness import Budget, Target, main, split_chunks
 from fuzz._smtp import config_from_flags, run_session
 
-__all__ = ["TARGET", "encode", "test_one_input"]
+__all__ = ["TARGET", "classify", "encode", "test_one_input"]
 
 _CUTS = 4
 

@@ -70,7 +70,8 @@ def _crashers() -> list[object]:
         marks = []
         if key in xfail:
             item, reason = xfail[key]
-            marks.append(pytest.mark.xfail(strict=True, reason=f"issue 9 item {item}: {reason}"))
+            where = f"issue 9 item {item}" if item else "new finding"
+            marks.append(pytest.mark.xfail(strict=True, reason=f"{where}: {reason}"))
         params.append(pytest.param(path, id=key, marks=marks))
     return params
 
@@ -105,7 +106,7 @@ def test_short_random_run(name: str) -> None:
     pool = list(make_corpus.rfc_seeds(name))
 
     @settings(
-        max_examples=300,
+        max_examples=200,
         deadline=None,
         derandomize=True,
         database=None,
