@@ -74,6 +74,7 @@ TARGET = Target(
     test_one_input=test_one_input,
     budget=Budget(base_s=0.1, per_byte_s=20e-6),
     trailer=5,
+    scale_bytes=2048,
     max_len=65536,
 )
 

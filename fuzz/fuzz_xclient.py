@@ -46,6 +46,7 @@ TARGET = Target(
     test_one_input=test_one_input,
     budget=Budget(base_s=0.25, per_byte_s=40e-6),
     trailer=4,
+    scale_bytes=2048,
     max_len=4096,
     classify=classify,
 )
