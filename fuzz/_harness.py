@@ -280,9 +280,9 @@ def _instrument_smtpx() -> int:
     funcs = [
         obj
         for obj in gc.get_objects()
+        # A function's __module__ can be None (exec'd code), whatever typeshed says.
         if isinstance(obj, types.FunctionType)
-        and isinstance(obj.__module__, str)
-        and obj.__module__.split(".")[0] in _INSTRUMENTED
+        and str(getattr(obj, "__module__", None)).split(".")[0] in _INSTRUMENTED
     ]
     for func in funcs:
         atheris.instrument_func(func)
