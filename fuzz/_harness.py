@@ -10,7 +10,8 @@ Budgets. A target must stay linear in its input, so each input gets a time budge
 ``base + per_byte * len(data)`` and a memory budget (the peak of Python allocations, via
 ``tracemalloc``) of ``base + per_byte * len(data)``. A run over the time budget is repeated
 once before it counts (the machine is shared, one slow run may be a scheduling hiccup); a
-second run over it raises :class:`BudgetExceeded`, which atheris reports as a crash.
+second run over it raises :class:`BudgetExceeded`, which atheris reports as a crash. Times
+are the thread's CPU time, so a descheduled process does not count against its input.
 
 A fixed budget only catches a quadratic cost once inputs are large, and libFuzzer keeps them
 small. So one input in ``scale_every`` (chosen by a hash, so a crasher replays) also gets a
@@ -250,9 +251,11 @@ def _best_pair(
 
 
 def _timed(func: Callable[[bytes], None], data: bytes) -> float:
-    start = time.perf_counter()
+    # CPU time of this thread, not wall time: a fuzzer run at nice 19 on a shared machine is
+    # descheduled for whole time slices, which says nothing about the input.
+    start = time.thread_time()
     func(data)
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def split_chunks(stream: bytes, cuts: Sequence[int]) -> Iterator[bytes]:
