@@ -36,14 +36,21 @@ MAX_PIPELINED = 1024 * 1024
 # octets with its CRLF. The text is checked for stray CR/LF by the regex.
 _REPLY_LINE = re.compile(rb"([2-5][0-5][0-9])([ -])([^\r\n]*)\r\n")
 _MAX_REPLY_LINE = 512
-# Characters that must never reach a Received header or a log line (issue 9 item 14): C0/C1
-# controls, line and paragraph separators, bidi and other format characters.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+# Characters that must never reach a Received header or a log line (issue 9 item 14): C0 and
+# C1 controls (VT, FF, ESC, DEL, U+0085...), line and paragraph separators, lone surrogates,
+# and the bidi controls (U+202E and its kin). Other format characters (ZWJ in emoji domains)
+# and unassigned code points are left to IDNA, not judged here.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+_BIDI_CONTROLS = frozenset(
+    "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 def safe_text(text: str) -> bool:
-    """True if ``text`` holds no control, separator or format character."""
-    return not any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in text)
+    """True if ``text`` holds no control, separator, surrogate or bidi control character."""
+    return not any(
+        ch in _BIDI_CONTROLS or unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in text
+    )
 
 
 def check_replies(out: bytes) -> None:

@@ -108,7 +108,8 @@ def _main() -> None:
     print(
         "\nrun a differential target with it:\n"
         f"  LD_PRELOAD={libasan} ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 "
-        f"PYTHONMALLOC=malloc SMTPX_FUZZ_DEBUG_BUILD={OUT_DIR} python -m fuzz.fuzz_reader_diff",
+        f"PYTHONMALLOC=malloc SMTPX_FUZZ_SCALE=0 SMTPX_FUZZ_MEMCHECK=0 "
+        f"SMTPX_FUZZ_DEBUG_BUILD={OUT_DIR} python -m fuzz.fuzz_reader_diff",
         file=sys.stderr,
     )
 

@@ -57,7 +57,7 @@ TARGET = Target(
     name="authres",
     test_one_input=test_one_input,
     budget=Budget(base_s=0.05, per_byte_s=20e-6),
-    scale_bytes=16384,
+    scale_bytes=8192,
     max_len=8192,
 )
 

@@ -109,7 +109,7 @@ TARGET = Target(
     test_one_input=test_one_input,
     budget=Budget(base_s=0.05, per_byte_s=20e-6),
     trailer=1,
-    scale_bytes=16384,
+    scale_bytes=8192,
     max_len=4096,
 )
 

@@ -80,8 +80,12 @@ def test_one_input(data: bytes) -> None:
 
 
 def classify(exc: BaseException) -> int | None:
-    """A UnicodeError out of the stdlib's MIME parameter code: a new finding (item 0)."""
-    return 0 if isinstance(exc, UnicodeError) else None
+    """Known exceptions: a charset label reaching ``codecs.lookup`` (item 9), else item 0."""
+    if isinstance(exc, UnicodeError):
+        return 0  # the stdlib's MIME parameter code on mixed 8-bit and non-ASCII text
+    if isinstance(exc, ValueError) and "null character" in str(exc):
+        return 9
+    return None
 
 
 TARGET = Target(
@@ -89,6 +93,7 @@ TARGET = Target(
     test_one_input=test_one_input,
     budget=Budget(base_s=0.25, per_byte_s=40e-6, base_bytes=8 << 20, per_byte_bytes=64),
     trailer=1,
+    scale_bytes=16384,
     max_len=65536,
     classify=classify,
 )
