@@ -17,9 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("atheris")
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
