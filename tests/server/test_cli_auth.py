@@ -49,7 +49,10 @@ def test_auth_file_without_tls_or_insecure_is_a_one_line_error(tmp_path: Path) -
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr == "smtpx: --auth-file needs --tls-cert/--tls-key, or --auth-insecure\n"
+    assert result.stderr == (
+        "smtpx serve: error: argument --auth-file: needs --tls-cert PEM --tls-key PEM,"
+        " or --auth-insecure\n"
+    )
 
 
 def test_secrets_never_reach_the_log_at_debug(tmp_path: Path) -> None:
