@@ -41,7 +41,7 @@ from .protocol import (
     State,
     XClient,
 )
-from .responses import Response, ResponseError
+from .responses import PerRecipient, Response, ResponseError
 
 if TYPE_CHECKING:
     from .server import Server
@@ -763,6 +763,12 @@ class Session(asyncio.BufferedProtocol):
             utf8=message.utf8,
             body_type=message.body_type,
             connection_id=self.connection_id,
+            lmtp=self._server.lmtp,
+            chunked=message.chunked,
+            dsn_ret=message.dsn_ret,
+            dsn_envid=message.dsn_envid,
+            rcpt_dsn=list(message.rcpt_dsn),
+            requiretls=message.requiretls,
         )
         values: dict[str, Any] = envelope.values
         if self._proxy_header is not None:
@@ -823,6 +829,7 @@ class Session(asyncio.BufferedProtocol):
         self._handler_task = None
         conn = self.conn
         assert conn is not None
+        replies = self._lmtp_replies(response, message, envelope.envelope_id)
         if self._closing:
             self.logger.warning(
                 "connection %d: client left before the reply to envelope %s (%s)",
@@ -831,7 +838,7 @@ class Session(asyncio.BufferedProtocol):
                 response.code,
             )
             return
-        conn.send(response)
+        conn.send(response if replies is None else replies)
         self._flush()
         if self._close_after_reply:
             self._close()
@@ -839,6 +846,33 @@ class Session(asyncio.BufferedProtocol):
         self._touch()
         self._set_reading(True)
         self._process()  # commands pipelined after the final dot (RFC 2920)
+
+    def _lmtp_replies(
+        self, response: Response, message: Message, envelope_id: str
+    ) -> tuple[Response, ...] | None:
+        """LMTP (RFC 2033 4.2): one final reply per recipient, in RCPT order; None for SMTP."""
+        if not self._server.lmtp:
+            return None
+        count = len(message.rcpt_to)
+        if not isinstance(response, PerRecipient):
+            return (response,) * count
+        if len(response.replies) != count:
+            self.logger.error(
+                "connection %d: handler returned %d per-recipient replies for %d recipients"
+                " (envelope %s); sending 451 4.3.0",
+                self.connection_id,
+                len(response.replies),
+                count,
+                envelope_id,
+            )
+            return (R.ERROR_HANDLER,) * count
+        replies = []
+        for reply in response.replies:
+            if reply.code // 100 not in (2, 4, 5):
+                self.logger.error("handler returned a non-final reply %s; sending 451", reply)
+                reply = R.ERROR_HANDLER
+            replies.append(reply)
+        return tuple(replies)
 
     async def _handshake(self, *, implicit: bool) -> None:
         try:

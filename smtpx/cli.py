@@ -30,7 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a local SMTP server that stores mail in a Maildir")
-    serve.add_argument("--addr", default="127.0.0.1:2525", help="HOST:PORT (default %(default)s)")
+    serve.add_argument(
+        "--addr",
+        default="127.0.0.1:2525",
+        help="HOST:PORT, or unix:/path for a Unix socket (default %(default)s)",
+    )
+    serve.add_argument(
+        "--unix-mode",
+        type=lambda text: int(text, 8),
+        default=0o660,
+        metavar="OCTAL",
+        help="permissions of a unix:/path socket, whatever the umask (default 660)",
+    )
+    serve.add_argument(
+        "--lmtp", action="store_true", help="speak LMTP (RFC 2033): LHLO, a reply per recipient"
+    )
+    serve.add_argument(
+        "--dsn", action="store_true", help="advertise DSN and parse its parameters (RFC 3461)"
+    )
+    serve.add_argument(
+        "--offer-requiretls",
+        action="store_true",
+        help="advertise REQUIRETLS on TLS connections (RFC 8689); needs --tls-cert",
+    )
     serve.add_argument("--hostname", default=None, help="name in greeting and Received header")
     serve.add_argument(
         "--maildir", default="./maildir", help="Maildir folder (default %(default)s)"
@@ -126,6 +148,10 @@ def build_server(args: argparse.Namespace) -> Server:
         max_recipients=args.max_recipients,
         max_unrecognized_commands=args.max_unrecognized,
         workers=args.workers,
+        lmtp=args.lmtp,
+        dsn=args.dsn,
+        offer_requiretls=args.offer_requiretls,
+        unix_mode=args.unix_mode,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .address import Address
+from .dsn import RecipientDSN, ReturnContent
 from .mail import Mail
 
 __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
@@ -82,6 +83,11 @@ class Envelope:
     The handler receives it after DATA. ``data`` holds the message exactly as the client sent
     it after dot-unstuffing, CRLF line endings included, with any headers that middleware
     prepended in front.
+
+    Extensions (see docs/extensions.md): ``lmtp`` tells that the message came over LMTP (RFC
+    2033); ``chunked`` that it came by BDAT (RFC 3030); ``dsn_ret`` and ``dsn_envid`` are the
+    MAIL DSN parameters and ``rcpt_dsn`` one ``RecipientDSN`` per entry of ``rcpt_to``
+    (RFC 3461, with ``Server(dsn=True)``); ``requiretls`` is the RFC 8689 MAIL flag.
     """
 
     __slots__ = (
@@ -90,16 +96,22 @@ class Envelope:
         "_joined",
         "_trace",
         "body_type",
+        "chunked",
         "connection_id",
+        "dsn_envid",
+        "dsn_ret",
         "error",
         "esmtp",
         "helo",
         "hostname",
+        "lmtp",
         "local_addr",
         "mail_from",
+        "rcpt_dsn",
         "rcpt_to",
         "received_at",
         "remote_addr",
+        "requiretls",
         "tls",
         "utf8",
         "values",
@@ -122,6 +134,12 @@ class Envelope:
         connection_id: int = 0,
         envelope_id: str | None = None,
         received_at: datetime.datetime | None = None,
+        lmtp: bool = False,
+        chunked: bool = False,
+        dsn_ret: ReturnContent | None = None,
+        dsn_envid: str | None = None,
+        rcpt_dsn: list[RecipientDSN] | None = None,
+        requiretls: bool = False,
     ) -> None:
         self.remote_addr = remote_addr
         self.local_addr = local_addr
@@ -142,6 +160,15 @@ class Envelope:
             datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
         )
         self.error: BaseException | None = None
+        self.lmtp = lmtp
+        self.chunked = chunked
+        self.dsn_ret: ReturnContent | None = dsn_ret
+        self.dsn_envid = dsn_envid
+        # One per recipient, in rcpt_to order (an empty RecipientDSN() when none was given).
+        self.rcpt_dsn: list[RecipientDSN] = (
+            [RecipientDSN() for _ in self.rcpt_to] if rcpt_dsn is None else rcpt_dsn
+        )
+        self.requiretls = requiretls
         # Free-form per-message values for middleware (Go keeps these in a context).
         self.values: dict[str, Any] = {}
 

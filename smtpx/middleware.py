@@ -144,7 +144,13 @@ def add_delivered_to() -> Middleware:
 
 
 def received_protocol(envelope: Envelope) -> str:
-    """The RFC 3848 / RFC 6531 ``with`` keyword: SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS."""
+    """The RFC 3848 / RFC 6531 ``with`` keyword: SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS.
+
+    Over LMTP: LMTP or LMTPS (RFC 3848), UTF8LMTP or UTF8LMTPS (RFC 6531).
+    """
+    if envelope.lmtp:
+        proto = "UTF8LMTP" if envelope.utf8 else "LMTP"
+        return proto + ("S" if envelope.tls is not None else "")
     if envelope.utf8:
         return "UTF8SMTPS" if envelope.tls is not None else "UTF8SMTP"
     if not envelope.esmtp:
