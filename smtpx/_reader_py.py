@@ -44,6 +44,11 @@ _VIRTUAL = b"\r\n"
 _NOT_CRLF = bytes(b for b in range(256) if b not in b"\r\n")
 # Line-start dots found one by one per chunk before the rest is left to bytes.replace().
 _MAX_FOUND = 32
+# Output pieces shorter than this are gathered in one buffer instead of kept as bytes objects of
+# their own: a client sending one-byte BDAT chunks (or TCP segments) must not cost a ~40-byte
+# object per message byte. The buffer is moved to the parts list once it reaches _TAIL_FLUSH.
+_SMALL = 1024
+_TAIL_FLUSH = 65536
 
 
 def _held_length(buf: bytes) -> int:
@@ -95,6 +100,7 @@ class DataReader:
         "_over",
         "_parts",
         "_size",
+        "_tail",
         "_virtual",
     )
 
@@ -118,6 +124,7 @@ class DataReader:
         self._held = b"" if self._bdat else _VIRTUAL
         self._virtual = not self._bdat
         self._parts: list[bytes] = []
+        self._tail = bytearray()  # small pieces, gathered (see _SMALL)
 
     @property
     def done(self) -> bool:
@@ -248,6 +255,7 @@ class DataReader:
             keep = False
         if not keep:
             self._parts.clear()  # memory stays bounded by the limit
+            self._tail.clear()
             return
         pieces: list[bytes] = []
         start = skip
@@ -262,8 +270,20 @@ class DataReader:
         out = b"".join(pieces)
         if bare:
             out = _normalize(out)
-        if out:
+        if len(out) < _SMALL:
+            tail = self._tail
+            tail += out
+            if len(tail) >= _TAIL_FLUSH:
+                self._parts.append(bytes(tail))
+                tail.clear()
+        else:
+            self._flush_tail()
             self._parts.append(out)
+
+    def _flush_tail(self) -> None:
+        if self._tail:
+            self._parts.append(bytes(self._tail))
+            self._tail.clear()
 
     def result(self) -> bytes:
         """Return the message: CRLF line endings kept, dot-unstuffed, without the final dot.
@@ -285,6 +305,7 @@ class DataReader:
             raise BareLineEndingError()
         if self._nul:
             raise NulByteError()
+        self._flush_tail()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)

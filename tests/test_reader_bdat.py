@@ -83,3 +83,23 @@ def test_result_before_finish(impl: Impl) -> None:
     reader.feed(b"ab")
     with pytest.raises(RuntimeError):
         reader.result()
+
+
+def test_one_byte_chunks_cost_no_object_per_byte(impl: Impl) -> None:
+    # 200,000 one-byte chunks: the kept message must not be 200,000 bytes objects (~40 bytes
+    # each, 8 MB); it is gathered, so the peak stays near the message size.
+    import tracemalloc  # noqa: PLC0415 (only this test)
+
+    reader = impl.reader_cls()(1 << 20, bdat=True)
+    pieces = [bytes([97 + i % 26]) for i in range(200_000)]
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            reader.feed(piece)
+        reader.finish()
+        data = reader.result()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data == b"".join(pieces)
+    assert peak < 3 * len(data), peak

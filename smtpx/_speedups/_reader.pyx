@@ -23,6 +23,9 @@ cdef enum Held:
     HELD_DOTCR = 4  # "\r\n.\r": the end marker when a LF follows
 
 cdef const char* CRLF = b"\r\n"
+# Output pieces shorter than this are gathered in one buffer (see the pure twin's _SMALL).
+cdef Py_ssize_t SMALL = 1024
+cdef Py_ssize_t TAIL_FLUSH = 65536
 
 
 cdef inline Py_ssize_t find_byte(const char* s, Py_ssize_t i, Py_ssize_t n, int c) noexcept nogil:
@@ -60,6 +63,7 @@ cdef class DataReader:
     cdef Held _held
     cdef Py_ssize_t _size
     cdef list _parts
+    cdef bytearray _tail
     # Scratch output for one feed(), reused; bytes are copied out of it once per feed.
     cdef char* _out
     cdef Py_ssize_t _out_cap
@@ -90,6 +94,7 @@ cdef class DataReader:
         self._held = HELD_NONE if bdat else HELD_CRLF
         self._virtual = not bdat
         self._parts = []
+        self._tail = bytearray()
 
     def __dealloc__(self):
         free(self._out)
@@ -306,7 +311,7 @@ cdef class DataReader:
         self._bare = 0
         return 0
 
-    cdef void _commit(self):
+    cdef int _commit(self) except -1:
         """Account for the output of one step: flags, size, and the kept bytes."""
         if self._bare and not self._normalize:
             self._bad = True
@@ -315,12 +320,25 @@ cdef class DataReader:
             self._over = True
         if self._over or self._bad or self._nul:
             self._parts.clear()  # memory stays bounded by the limit
-        elif self._out_len:
+            del self._tail[:]
+        elif self._out_len >= SMALL:
+            self._flush_tail()
             self._parts.append(PyBytes_FromStringAndSize(self._out, self._out_len))
+        elif self._out_len:
+            self._tail += PyBytes_FromStringAndSize(self._out, self._out_len)
+            if len(self._tail) >= TAIL_FLUSH:
+                self._flush_tail()
         if self._done:
             free(self._out)
             self._out = NULL
             self._out_cap = 0
+        return 0
+
+    cdef int _flush_tail(self) except -1:
+        if len(self._tail):
+            self._parts.append(bytes(self._tail))
+            del self._tail[:]
+        return 0
 
     def finish(self):
         """BDAT mode: the LAST chunk was fed; judge a held CR (it is bare) and end the message.
@@ -399,6 +417,7 @@ cdef class DataReader:
             raise BareLineEndingError()
         if self._nul:
             raise NulByteError()
+        self._flush_tail()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)
