@@ -120,4 +120,4 @@ def test_80000_small_chunks_cost_what_one_big_one_does() -> None:
             replies += conn.data_to_send().count(b"\r\n250 ")
         assert conn.state is State.COMMAND
 
-    assert_linear(make, run, n=40_000, repeats=3)
+    assert_linear(make, run, n=15_000, repeats=5)
