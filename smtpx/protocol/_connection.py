@@ -132,6 +132,7 @@ class Connection:
         "_chunk_last",
         "_chunk_left",
         "_chunk_refusal",
+        "_chunk_size",
         "_chunking",
         "_config",
         "_discarding",
@@ -184,6 +185,7 @@ class Connection:
         # reply to give once it is read when it is refused, and whether BDAT started the
         # transaction (DATA then gets 503).
         self._chunk_left = 0
+        self._chunk_size = 0
         self._chunk_last = False
         self._chunk_refusal: Response | None = None
         self._chunking = False
@@ -761,7 +763,7 @@ class Connection:
             )
             self._chunking = True
         self._chunk_refusal = refusal
-        self._chunk_left = size
+        self._chunk_left = self._chunk_size = size
         self._chunk_last = last
         self.state = State.BDAT
         return None
@@ -788,7 +790,7 @@ class Connection:
             self._refuse_message(R.FAIL_MESSAGE_SIZE_EXCEEDED)
             return
         if not self._chunk_last:
-            self._out.append(f"250 2.0.0 {reader.size} octets received\r\n".encode())
+            self._out.append(f"250 2.0.0 {self._chunk_size} octets received\r\n".encode())
             return
         reader.finish()
         self._finish_data()
