@@ -271,11 +271,11 @@ class DataReader:
         if bare:
             out = _normalize(out)
         if len(out) < _SMALL:
-            tail = self._tail
-            tail += out
-            if len(tail) >= _TAIL_FLUSH:
-                self._parts.append(bytes(tail))
-                tail.clear()
+            gathered = self._tail
+            gathered += out
+            if len(gathered) >= _TAIL_FLUSH:
+                self._parts.append(bytes(gathered))
+                gathered.clear()
         else:
             self._flush_tail()
             self._parts.append(out)
