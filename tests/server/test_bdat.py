@@ -201,3 +201,16 @@ def test_lmtp_bdat_last_gets_a_reply_per_recipient(make_server: MakeServer) -> N
         got = [r[:3] for r in replies(c, 9)]
         assert got == [b"250"] * 6 + [b"250", b"550", b"451"]
         assert c.cmd(b"NOOP\r\n").startswith(b"250")
+
+
+def test_default_server_takes_a_pipelined_chunked_transaction(server: ServerThread) -> None:
+    # As Exchange sends it: EHLO, wait, then MAIL, RCPT and the chunks in one write; then the
+    # next transaction pipelined after BDAT LAST (RFC 3030 4.2), all under the default
+    # pipelining check.
+    with server.raw() as c:
+        greet(c)
+        c.cmd(b"EHLO c.test\r\n")
+        c.send(OPEN[13:] + b"BDAT 3\r\nab\rBDAT 1 LAST\r\n\n" + OPEN[13:] + b"BDAT 0 LAST\r\n")
+        assert [r[:3] for r in replies(c, 7)] == [b"250"] * 7
+        assert c.cmd(b"QUIT\r\n").startswith(b"221")
+    assert [e.data for e in server.wait_for_envelopes(2)] == [b"ab\r\n", b""]
