@@ -328,8 +328,8 @@ class Session(asyncio.BufferedProtocol):
         if conn is None or self._closing:
             return
         state = conn.state
-        if state is State.DATA:
-            self._touch()  # in DATA the timeout bounds silence, not the whole upload
+        if state is State.DATA or state is State.BDAT:
+            self._touch()  # in a message the timeout bounds silence, not the whole upload
         conn.receive_data(data)
         if state is State.AWAIT_REPLY:
             if conn.buffered > _MAX_HELD:

@@ -214,3 +214,18 @@ def test_default_server_takes_a_pipelined_chunked_transaction(server: ServerThre
         assert [r[:3] for r in replies(c, 7)] == [b"250"] * 7
         assert c.cmd(b"QUIT\r\n").startswith(b"221")
     assert [e.data for e in server.wait_for_envelopes(2)] == [b"ab\r\n", b""]
+
+
+def test_timeout_bounds_silence_inside_a_chunk_not_the_upload(make_server: MakeServer) -> None:
+    # As in DATA: a slow but steady chunk upload longer than `timeout` is not cut off.
+    srv = make_server(timeout=0.6)
+    with srv.raw() as c:
+        greet(c)
+        c.cmd(b"EHLO c.test\r\n")
+        c.send(OPEN[13:] + b"BDAT 10 LAST\r\n")
+        for piece in (b"ab", b"cd", b"ef", b"gh", b"\r\n"):
+            time.sleep(0.3)
+            c.send(piece)
+        got = [r[:3] for r in replies(c, 3)]
+        assert got == [b"250", b"250", b"250"]
+    assert srv.wait_for_envelopes(1)[0].data == b"abcdefgh\r\n"

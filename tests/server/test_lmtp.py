@@ -209,3 +209,20 @@ def test_startup_errors_and_options() -> None:
         Server(addr="unix:")
     with pytest.raises(ValueError, match="unix_mode"):
         Server(addr="unix:/tmp/x.sock", unix_mode=0o4777)
+
+
+def test_chain_and_middleware_pass_per_recipient_through() -> None:
+    # chain()'s return check (HandlerReturnError) accepts it: a PerRecipient is a Response.
+    import asyncio  # noqa: PLC0415 (only this test)
+
+    from smtpx.address import Address  # noqa: PLC0415
+    from smtpx.handler import chain, new_handler  # noqa: PLC0415
+
+    def sync_handler(envelope: Envelope) -> Response | None:
+        return PerRecipient([None, R.FAIL_RCPT_CMD])
+
+    func = chain(new_handler(sync_handler), [add_received_header()])
+    envelope = Envelope(mail_from=Address("s@x.y"), rcpt_to=[Address("a@x.y"), Address("b@x.y")])
+    response = asyncio.run(func(envelope))
+    assert isinstance(response, PerRecipient)
+    assert [r.code for r in response.replies] == [250, 550]
