@@ -152,7 +152,7 @@ def run(server: Server, loop_factory: str | None = None) -> None:
     for sig in _SIGNALS:
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    server.logger.info("smtpx: %d workers on port %d: %s", len(children), port, children)
+    server.logger.info("%d workers on port %d: %s", len(children), port, children)
     status = 0
     alive = set(children)
     while alive:

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -266,6 +267,17 @@ class Session(asyncio.BufferedProtocol):
             self._start_implicit_tls()
         else:
             self._greet()
+        if sys.version_info < (3, 11) and self._paused_reading:
+            # NOTE: Python 3.10's selector transport starts reading in a callback queued before
+            # connection_made, ignoring a pause made in it (3.11 checks is_reading() first).
+            # Bytes after the PROXY header (a ClientHello) would reach us and be lost.
+            asyncio.get_running_loop().call_soon(self._pause_again)
+
+    def _pause_again(self) -> None:
+        transport = self.transport
+        if transport is not None and self._paused_reading and not self._closing:
+            transport.resume_reading()  # the transport believes it is paused: cycle it
+            transport.pause_reading()
 
     def _claim_ip(self) -> bool:
         """Count this client against the per-IP limit; over it, refuse with 421 4.7.0."""

@@ -84,10 +84,32 @@ class Envelope:
     it after dot-unstuffing, CRLF line endings included, with any headers that middleware
     prepended in front.
 
-    Extensions (see docs/extensions.md): ``lmtp`` tells that the message came over LMTP (RFC
-    2033); ``chunked`` that it came by BDAT (RFC 3030); ``dsn_ret`` and ``dsn_envid`` are the
-    MAIL DSN parameters and ``rcpt_dsn`` one ``RecipientDSN`` per entry of ``rcpt_to``
-    (RFC 3461, with ``Server(dsn=True)``); ``requiretls`` is the RFC 8689 MAIL flag.
+    Attributes:
+        remote_addr: The client's ``(ip, port)``; behind PROXY or XCLIENT, the address the
+            proxy reported, not the proxy's own.
+        local_addr: The ``(ip, port)`` the client connected to (PROXY: its destination).
+        hostname: The server's name, as in its greeting.
+        helo: The name the client gave in HELO or EHLO.
+        esmtp: True if the client greeted with EHLO (RFC 5321 4.1.1.1).
+        tls: The TLS session the message came over, or None for plaintext.
+        mail_from: The reverse-path of ``MAIL FROM``; ``Address("")`` for the null sender
+            ``<>`` (bounces).
+        rcpt_to: The accepted recipients, in the order of the RCPT commands.
+        utf8: True if MAIL FROM carried ``SMTPUTF8`` (RFC 6531).
+        body_type: The ``BODY=`` parameter of MAIL FROM (``7BIT``, ``8BITMIME``), or "".
+        connection_id: The number of the connection within this server, as in the log lines.
+        received_at: When the envelope was made, at the end of DATA (UTC).
+        error: An exception that middleware recorded for this message (``recover`` puts the
+            handler's here), or None.
+        values: Free-form per-message values for middleware (Go keeps these in a context):
+            ``"proxy"`` holds the PROXY header and ``"xclient"`` the XCLIENT attributes.
+        lmtp: The message came over LMTP (RFC 2033).
+        chunked: The message came by BDAT (RFC 3030).
+        dsn_ret: The MAIL ``RET=`` value, ``"FULL"`` or ``"HDRS"``, or None (RFC 3461;
+            ``Server(dsn=True)``).
+        dsn_envid: The MAIL ``ENVID=`` value, decoded, or None.
+        rcpt_dsn: One ``RecipientDSN`` (NOTIFY, ORCPT) per entry of ``rcpt_to``, in order.
+        requiretls: MAIL carried REQUIRETLS (RFC 8689; ``Server(offer_requiretls=True)``).
     """
 
     __slots__ = (

@@ -246,12 +246,9 @@ class PerRecipient(Response):
     is of the same class (all 2xx, all 4xx or all 5xx), else ``451 4.3.0``: an SMTP client
     cannot be told that some recipients were refused, and a 250 would lose them.
 
-    Example::
-
-        async def data(envelope: Envelope) -> Response | None:
-            return PerRecipient(
-                None if mailbox_exists(r) else FAIL_RCPT_CMD for r in envelope.rcpt_to
-            )
+    Attributes:
+        replies: One final reply per recipient, in RCPT order (None given became
+            ``SUCCESS_MESSAGE_ACCEPTED``).
 
     Args:
         replies: One per recipient of ``envelope.rcpt_to``; None means ``250 2.0.0`` accepted.

@@ -462,7 +462,7 @@ class Server:
         if self.timeout or self.max_session_time:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
-            "smtpx listening on %s (pid %d)%s",
+            "listening on %s (pid %d)%s",
             ", ".join(_describe_sockname(s.getsockname()) for s in self.sockets),
             os.getpid(),
             " (LMTP)" if self.lmtp else "",
@@ -561,5 +561,5 @@ class Server:
         self._state = ServerState.STOPPED
         if self._stopped is not None:
             self._stopped.set()
-        self.logger.info("smtpx stopped (%s)", "graceful" if self._graceful else "deadline")
+        self.logger.info("stopped (%s)", "graceful" if self._graceful else "deadline")
         return self._graceful

@@ -72,6 +72,6 @@ def test_serve_refuses_a_regular_file_at_the_socket_path(tmp_path: Path) -> None
         timeout=30,
         check=False,
     )
-    assert result.returncode == 1
-    assert "not a socket" in result.stderr
+    assert result.returncode == 2  # the CLI's one-line error pattern
+    assert "--addr" in result.stderr and "not a socket" in result.stderr
     assert path.read_text() == "data"

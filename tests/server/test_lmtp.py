@@ -223,6 +223,10 @@ def test_chain_and_middleware_pass_per_recipient_through() -> None:
 
     func = chain(new_handler(sync_handler), [add_received_header()])
     envelope = Envelope(mail_from=Address("s@x.y"), rcpt_to=[Address("a@x.y"), Address("b@x.y")])
-    response = asyncio.run(func(envelope))
+
+    async def call() -> Response | None:
+        return await func(envelope)
+
+    response = asyncio.run(call())
     assert isinstance(response, PerRecipient)
     assert [r.code for r in response.replies] == [250, 550]
