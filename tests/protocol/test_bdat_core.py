@@ -121,3 +121,53 @@ def test_80000_small_chunks_cost_what_one_big_one_does() -> None:
         assert conn.state is State.COMMAND
 
     assert_linear(make, run, n=15_000, repeats=5)
+
+
+LMTP = ProtocolConfig(hostname="mx.test", lmtp=True, forbid_unauth_pipelining=False)
+
+
+def lmtp_message(conn: Connection) -> Message:
+    conn.receive_data(
+        b"LHLO c.test\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nRCPT TO:<s@x.y>\r\n"
+        b"BDAT 4 LAST\r\nab\r\n"
+    )
+    while not isinstance(event := conn.next_event(), Message):
+        assert event is not NEED_DATA
+    conn.data_to_send()
+    return event
+
+
+def test_lmtp_send_repeats_one_reply_or_takes_one_per_recipient() -> None:
+    conn = Connection(LMTP)
+    assert lmtp_message(conn).chunked
+    conn.send(R.SUCCESS_MESSAGE_ACCEPTED)
+    assert codes(conn.data_to_send()) == ["250", "250"]
+    lmtp_message(conn)
+    conn.send([R.FAIL_RCPT_CMD, R.ERROR_HANDLER])
+    assert codes(conn.data_to_send()) == ["550", "451"]
+
+
+def test_lmtp_send_with_the_wrong_count_is_a_driver_error() -> None:
+    from smtpx.protocol import ProtocolError  # noqa: PLC0415
+
+    conn = Connection(LMTP)
+    lmtp_message(conn)
+    with pytest.raises(ProtocolError):
+        conn.send([R.SUCCESS_MESSAGE_ACCEPTED])
+    with pytest.raises(ProtocolError):
+        Connection(CONFIG).send(R.SUCCESS_MESSAGE_ACCEPTED)
+
+
+def test_dsn_and_requiretls_reach_the_message_event() -> None:
+    config = ProtocolConfig(
+        hostname="mx.test", dsn=True, offer_requiretls=True, forbid_unauth_pipelining=False
+    )
+    conn = Connection(config, tls_active=True)
+    conn.receive_data(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.c> RET=FULL ENVID=x+2By REQUIRETLS\r\n"
+        b"RCPT TO:<r@x.y> NOTIFY=NEVER\r\nRCPT TO:<s@x.y>\r\nBDAT 0 LAST\r\n"
+    )
+    while not isinstance(event := conn.next_event(), Message):
+        assert event is not NEED_DATA
+    assert (event.dsn_ret, event.dsn_envid, event.requiretls) == ("FULL", "x+y", True)
+    assert [d.notify for d in event.rcpt_dsn] == [("NEVER",), None]
