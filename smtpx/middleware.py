@@ -178,7 +178,9 @@ def add_received_header(hostname: str | None = None) -> Middleware:
         async def with_received(envelope: Envelope) -> Response | None:
             by = hostname or envelope.hostname
             helo = envelope.helo or "unknown"
-            lines = [f"from {helo} ([{_ip_literal(envelope.remote_ip)}])"]
+            ip = envelope.remote_ip
+            # RFC 5321 4.4: TCP-info is optional; a Unix-socket client (LMTP) has no address.
+            lines = [f"from {helo} ([{_ip_literal(ip)}])" if ip else f"from {helo}"]
             by_line = f"by {by} with {received_protocol(envelope)}"
             if envelope.tls is not None:
                 by_line += f" (version={envelope.tls.version} cipher={envelope.tls.cipher})"
