@@ -11,6 +11,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -20,9 +21,11 @@ from typing import NoReturn
 
 from . import IMPLEMENTATION, __version__
 from ._unix import unix_path
+from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
 from .authres._dns import resolver_at
 from .handler import Middleware
+from .hooks import filter_recipient_domains
 from .maildir import MaildirHandler
 from .middleware import add_received_header, add_return_path, logger, recover
 from .server import (
@@ -321,6 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level of the lines on stderr (default %(default)s)",
     )
+    serve.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="offer AUTH PLAIN/LOGIN for the USER:$scrypt$... lines of FILE (smtpx passwd); "
+        "over TLS only unless --auth-insecure; reloaded on SIGHUP",
+    )
+    serve.add_argument(
+        "--auth-required", action="store_true", help="with --auth-file: 530 to MAIL before AUTH"
+    )
+    serve.add_argument(
+        "--auth-insecure",
+        action="store_true",
+        help="with --auth-file: offer AUTH without TLS too (passwords in clear; logs a warning)",
+    )
+    serve.add_argument(
+        "--accept-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="repeatable: RCPT to any other domain gets 550 5.7.1 (exact, case-insensitive; "
+        "<postmaster> is always accepted)",
+    )
     passwd = sub.add_parser(
         "passwd",
         help="print an auth-file line USER:$scrypt$... for a password read from stdin",
@@ -406,6 +431,24 @@ def build_server(args: argparse.Namespace) -> Server:
         )
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
     middlewares += [add_received_header(), add_return_path]
+    authenticator: FileAuthenticator | None = None
+    if args.auth_file:
+        if tls is None and not args.auth_insecure:
+            raise UsageError(
+                "--auth-file", "needs --tls-cert PEM --tls-key PEM, or --auth-insecure"
+            )
+        try:
+            authenticator = FileAuthenticator(AuthFile(args.auth_file))
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError("--auth-file", f"cannot use {args.auth_file!r}: {detail}") from None
+    else:
+        for flag in ("--auth-required", "--auth-insecure"):
+            if getattr(args, flag[2:].replace("-", "_")):
+                raise UsageError(flag, "goes with --auth-file")
+    hooks: list[object] = []
+    if args.accept_domain:
+        hooks.append(filter_recipient_domains(*args.accept_domain))
     return Server(
         hostname=hostname,
         addr=args.addr,
@@ -432,7 +475,28 @@ def build_server(args: argparse.Namespace) -> Server:
         unix_mode=args.unix_mode,
         proxy_trusted=_flatten(args.proxy_trusted) or LOOPBACK_NETWORKS,
         xclient_trusted=_flatten(args.xclient_trusted) or LOOPBACK_NETWORKS,
+        hooks=hooks,
+        authenticator=authenticator,
+        auth_required=args.auth_required,
+        auth_allow_insecure=args.auth_insecure,
     )
+
+
+def _reload_on_sighup(auth_file: AuthFile) -> None:
+    """SIGHUP re-reads the auth file; a bad file keeps the old users (and is logged)."""
+    log = logging.getLogger("smtpx")
+
+    def reload(_signum: int, _frame: object) -> None:
+        try:
+            auth_file.reload()
+        except (OSError, ValueError) as exc:
+            log.error("auth file not reloaded, the old users stay: %s", exc)
+        else:
+            log.info("auth file reloaded: %d users", len(auth_file))
+
+    # A plain handler (not the loop's): it runs between bytecodes in the main thread, reads a
+    # small file and parses it, no hashing. Worker processes inherit it: send SIGHUP to each.
+    signal.signal(signal.SIGHUP, reload)
 
 
 PASSWD_MAX_LENGTH = 4096
@@ -446,8 +510,6 @@ def passwd(user: str) -> int:
     stdin is the password (its line ending removed, nothing else), and nothing is prompted.
     """
     import getpass  # noqa: PLC0415 (only this subcommand needs it)
-
-    from .auth import check_username, hash_password  # noqa: PLC0415 (keeps `serve` light)
 
     try:
         check_username(user)
@@ -497,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = build_server(args)
     except UsageError as exc:
         _fail(str(exc))
+    if isinstance(server.authenticator, FileAuthenticator):
+        _reload_on_sighup(server.authenticator.auth_file)
     from ._runner import run  # noqa: PLC0415 (keeps `--help` and `--version` light)
 
     _log.info(

@@ -117,6 +117,7 @@ class Envelope:
         "_envelope_id",
         "_joined",
         "_trace",
+        "authenticated",
         "body_type",
         "chunked",
         "connection_id",
@@ -128,6 +129,7 @@ class Envelope:
         "hostname",
         "lmtp",
         "local_addr",
+        "mail_auth",
         "mail_from",
         "rcpt_dsn",
         "rcpt_to",
@@ -191,6 +193,10 @@ class Envelope:
             [RecipientDSN() for _ in self.rcpt_to] if rcpt_dsn is None else rcpt_dsn
         )
         self.requiretls = requiretls
+        # RFC 4954: the identity AUTH established on this connection (None without AUTH),
+        # and MAIL's AUTH= mailbox (None for <> or from a client that did not authenticate).
+        self.authenticated: str | None = None
+        self.mail_auth: str | None = None
         # Free-form per-message values for middleware (Go keeps these in a context).
         self.values: dict[str, Any] = {}
 
