@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import ssl
 import sys
 
@@ -22,7 +23,7 @@ class Submission:
         return None  # 250: queue it; envelope.authenticated names the user
 
 
-def build(cert: str, key: str, users: str, addr: str = ":587") -> smtpx.Server:
+def build(cert: str, key: str, users: str, addr: str) -> smtpx.Server:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     return smtpx.Server(
@@ -35,5 +36,10 @@ def build(cert: str, key: str, users: str, addr: str = ":587") -> smtpx.Server:
     )
 
 
-if __name__ == "__main__":  # python submission.py cert.pem key.pem users
-    build(*sys.argv[1:4]).listen_and_serve()
+if __name__ == "__main__":  # python submission.py [CERT KEY USERS]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    paths = sys.argv[1:] or ["fullchain.pem", "privkey.pem", "users"]  # Let's Encrypt's names
+    if len(paths) != 3:
+        sys.exit("usage: python submission.py [CERT KEY USERS]")
+    cert, key, users = paths
+    build(cert, key, users, addr=":587").listen_and_serve()

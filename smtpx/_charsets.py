@@ -14,9 +14,10 @@ bytes-to-bytes transform or a codec outside the list.
 from __future__ import annotations
 
 import codecs
-from functools import lru_cache
+from encodings import normalize_encoding
+from encodings.aliases import aliases as _PY_ALIASES
 
-__all__ = ["decode_text", "lookup_codec"]
+__all__ = ["MAX_LABEL_LENGTH", "decode_text", "lookup_codec"]
 
 # Label (lowercase) -> Python codec name. Go's table, section 4.3 of the reference.
 _CODECS: dict[str, str] = {
@@ -93,12 +94,37 @@ _ALIASES: dict[str, str] = {
 for _n in range(1250, 1259):
     _ALIASES[f"cp{_n}"] = f"windows-{_n}"
 
-_TARGETS = frozenset(codecs.lookup(c).name for c in _CODECS.values() if not c.startswith("x-"))
+# Longest label accepted: the longest IANA charset name is 45 characters
+# ("Extended_UNIX_Code_Packed_Format_for_Japanese"); nothing in the table comes close.
+MAX_LABEL_LENGTH = 40
+_LABEL_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.:+ ")
 
 
-@lru_cache(maxsize=256)
+def _module(name: str) -> str:
+    # The encodings module Python's registry would pick for ``name`` (without importing it).
+    norm = normalize_encoding(name.lower())
+    return _PY_ALIASES.get(norm) or _PY_ALIASES.get(norm.replace(".", "_")) or norm
+
+
+# Other spellings of the codecs in the table, from Python's alias list, computed once here so
+# that no label from a message ever reaches codecs.lookup(): its search function caches every
+# miss for the life of the process (encodings._cache), so distinct bogus labels grow memory.
+_BY_MODULE: dict[str, str] = {}
+for _codec in _CODECS.values():
+    if not _codec.startswith("x-"):
+        _BY_MODULE.setdefault(_module(_codec), codecs.lookup(_codec).name)
+_SPELLINGS: dict[str, str] = {
+    alias: _BY_MODULE[module] for alias, module in _PY_ALIASES.items() if module in _BY_MODULE
+}
+_SPELLINGS.update(_BY_MODULE)
+
+
 def lookup_codec(label: str) -> str | None:
     """The Python codec for a charset label, or None when the label is unknown.
+
+    Only table lookups: a label longer than :data:`MAX_LABEL_LENGTH` or holding anything but
+    ASCII letters, digits, ``-_.:+`` and spaces is unknown at once, and no label ever reaches
+    ``codecs.lookup`` (which would remember each miss forever).
 
     Args:
         label: A charset name as it appears in mail (any case, surrounding space ignored).
@@ -106,19 +132,20 @@ def lookup_codec(label: str) -> str | None:
     Returns:
         A codec name for ``bytes.decode`` (or the internal ``"x-smtpx-utf-16"``), or None.
     """
+    if len(label) > MAX_LABEL_LENGTH + 8:  # room for surrounding space
+        return None
     key = label.strip().lower()
+    if not key or len(key) > MAX_LABEL_LENGTH or not _LABEL_OK.issuperset(key):
+        return None
     found = _CODECS.get(key)
-    if found is None:
-        alias = _ALIASES.get(key)
-        if alias is not None:
-            return _CODECS[alias]
-        try:
-            info = codecs.lookup(key)
-        except LookupError:
-            return None
-        # Accept other spellings of a codec in the table, nothing else.
-        return info.name if info.name in _TARGETS else None
-    return found
+    if found is not None:
+        return found
+    alias = _ALIASES.get(key)
+    if alias is not None:
+        return _CODECS[alias]
+    # Another spelling of a codec in the table (utf8, latin-1, iso_8859_15...), nothing else.
+    norm = normalize_encoding(key)
+    return _SPELLINGS.get(norm) or _SPELLINGS.get(norm.replace(".", "_"))
 
 
 def decode_text(data: bytes, codec: str) -> str:

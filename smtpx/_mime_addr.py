@@ -198,14 +198,16 @@ def _local_part(words: list[_Token], p: _Parser) -> str:
 
 
 def _display_name(words: list[_Token]) -> str:
-    parts: list[str] = []
+    # Each name word is a list of pieces joined at the end: growing one string piece by piece
+    # would copy it every time (quadratic in a run of "." or of adjacent encoded words).
+    parts: list[list[str]] = []
     prev_encoded = False
     for kind, text in words:
         if kind == _SPECIAL:  # obs-phrase "." sticks to the word before it
             if parts:
-                parts[-1] += text
+                parts[-1].append(text)
             else:
-                parts.append(text)
+                parts.append([text])
             prev_encoded = False
             continue
         if kind == _ATOM and text.startswith("=?") and text.endswith("?="):
@@ -213,14 +215,14 @@ def _display_name(words: list[_Token]) -> str:
             if dec != text:
                 # RFC 2047 6.2: no space between adjacent encoded words.
                 if prev_encoded:
-                    parts[-1] += dec
+                    parts[-1].append(dec)
                 else:
-                    parts.append(dec)
+                    parts.append([dec])
                 prev_encoded = True
                 continue
-        parts.append(text)
+        parts.append([text])
         prev_encoded = False
-    return " ".join(parts)
+    return " ".join("".join(part) for part in parts)
 
 
 def parse_address_list(value: str) -> list[Address]:

@@ -5,8 +5,11 @@ The rules, which the Go package's 42 decoding vectors pin down:
 * An encoded word is ``=?charset?E?text?=`` with ``E`` one of ``B``/``b`` (base64, padded,
   RFC 4648 alphabet) or ``Q``/``q`` (RFC 2047 4.2: ``_`` is a space, ``=XX`` a byte with hex
   digits of either case, other printable ASCII, TAB, CR and LF stand for themselves).
-* A word that does not decode (bad encoding letter, bad base64, bad ``=XX``) is kept as text and
-  the scan goes on two characters later; a word without its closing ``?=`` ends the scan.
+* The encoded text ends at the first ``?``, which must start the closing ``?=``, and holds no
+  white space (RFC 2047 2: ``=?us-ascii?q?foo bar?=`` is not an encoded word; Go decoded it,
+  and none of its vectors needs that).
+* A word that does not decode (bad encoding letter, bad base64, bad ``=XX``) or is not a word
+  is kept as text and the scan goes on two characters later. The scan is one linear pass.
 * Linear white space (SP, HTAB, CR, LF) *between two decoded words* is dropped (RFC 2047 6.2);
   any other text around words is kept.
 * ``utf-8`` and unknown charsets decode as UTF-8 with U+FFFD for bad bytes (Go passes the raw
@@ -32,6 +35,10 @@ _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 _Q_OK = re.compile(r"[ -~\t\r\n]*")
 _HEX = "0123456789ABCDEFabcdef"
 _LWSP = " \t\r\n"
+# An encoded word (RFC 2047 2): the charset holds no "?" (Go's rule, so "utf-8*en" passes), the
+# encoded text no "?" and no white space. A failed try at one "=?" stops at the third "?" after
+# it, so a scan that steps from "=?" to "=?" reads each character a bounded number of times.
+_WORD = re.compile(r"=\?([^?]*)\?([BbQq])\?([^? \t\r\n]*)\?=")
 # The characters that make Go's quote-escape mode wrap a decoded word in double quotes.
 QUOTE_SPECIALS = frozenset("\"#$%&'(),.:;<>@[]^`{|}~")
 
@@ -91,51 +98,41 @@ def _convert(charset: str, content: bytes) -> str:
 def decode_header(value: str) -> str:
     """Decode every RFC 2047 encoded word in ``value`` (Go ``DecodeHeader`` rules).
 
+    One pass over ``value``: the scan keeps indices and never copies the rest of the string,
+    so the cost is linear in its length (a run of ``=?`` included). Following RFC 2047 2, the
+    encoded text of a word ends at the first ``?`` and holds no white space: ``=?us-ascii?q?a
+    b?=`` is not an encoded word and stays as it is (Go decoded it).
+
     Args:
         value: An unfolded header value.
 
     Returns:
         The decoded text; ``value`` itself when it holds no ``=?``.
     """
-    i = value.find("=?")
-    if i < 0:
+    if "=?" not in value:
         return value
-    out = [value[:i]]
-    rest = value[i:]
+    out: list[str] = []
+    pos = 0  # start of the text not yet copied to ``out``
+    scan = 0  # where to look for the next word
     between_words = False
     while True:
-        start = rest.find("=?")
-        if start < 0:
+        m = _WORD.search(value, scan)
+        if m is None:
             break
-        cur = start + 2
-        q1 = rest.find("?", cur)
-        if q1 < 0:
-            break
-        charset = rest[cur:q1]
-        cur = q1 + 1
-        if len(rest) < cur + 4:  # room for "Q??="
-            break
-        enc = rest[cur]
-        cur += 1
-        if rest[cur] != "?":
-            break
-        cur += 1
-        j = rest.find("?=", cur)
-        if j < 0:
-            break
-        content = _decode_word(enc, rest[cur:j])
+        start = m.start()
+        content = _decode_word(m.group(2), m.group(3))
         if content is None:
+            # A word that does not decode stays text; the scan goes on 2 characters later.
             between_words = False
-            out.append(rest[: start + 2])
-            rest = rest[start + 2 :]
+            scan = start + 2
             continue
         # RFC 2047 6.2: white space between two adjacent encoded words is dropped.
-        if start > 0 and (not between_words or rest[:start].strip(_LWSP)):
-            out.append(rest[:start])
-        out.append(_convert(charset, content))
-        rest = rest[j + 2 :]
+        if start > pos and (not between_words or value[pos:start].strip(_LWSP)):
+            out.append(value[pos:start])
+        out.append(_convert(m.group(1), content))
+        pos = scan = m.end()
         between_words = True
-    out.append(rest)
+    out.append(value[pos:])
     return "".join(out)
 
 

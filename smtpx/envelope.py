@@ -103,6 +103,11 @@ class Envelope:
             handler's here), or None.
         values: Free-form per-message values for middleware (Go keeps these in a context):
             ``"proxy"`` holds the PROXY header and ``"xclient"`` the XCLIENT attributes.
+        authenticated: The identity SMTP AUTH established on the connection (what the
+            ``Authenticator`` returned), or None without AUTH (RFC 4954).
+        mail_auth: The mailbox of MAIL FROM's ``AUTH=`` parameter, decoded from xtext; None
+            for ``AUTH=<>``, without the parameter, or from a client that did not
+            authenticate (RFC 4954 5).
         lmtp: The message came over LMTP (RFC 2033).
         chunked: The message came by BDAT (RFC 3030).
         dsn_ret: The MAIL ``RET=`` value, ``"FULL"`` or ``"HDRS"``, or None (RFC 3461;

@@ -184,7 +184,13 @@ def _async_call(method: Callable[..., object]) -> HookCall:
 class HookSet:
     """The hooks of a server, per command, in the order they run (each an async callable).
 
-    ``names`` pairs with each tuple and says whose hook it is (for log lines).
+    Attributes:
+        connect: The ``connect`` hooks, the handler's first.
+        helo: The ``helo`` hooks.
+        mail: The ``mail`` hooks.
+        rcpt: The ``rcpt`` hooks.
+        names: Per command, in the order above, the qualified name of each hook (for log
+            lines).
     """
 
     connect: tuple[HookCall, ...] = ()

@@ -17,11 +17,9 @@
 from __future__ import annotations
 
 import binascii
-import email.message
-import email.utils
 import re
 from collections.abc import Iterable, Iterator
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from ._charsets import decode_text, lookup_codec
 from ._impl import parse_header_block
@@ -31,6 +29,10 @@ from .errors import MailParseError
 from .headers import Headers
 
 __all__ = [
+    "MAX_BOUNDARY",
+    "MAX_DEPTH",
+    "MAX_PARAMS",
+    "MAX_PARTS",
     "MIME_APPLICATION_OCTET",
     "MIME_APPLICATION_PDF",
     "MIME_APPLICATION_PGP_ENCRYPTED",
@@ -80,8 +82,21 @@ MIME_APPLICATION_PGP_SIGNATURE = "application/pgp-signature"
 QUOTE_ESCAPE_HEADERS: tuple[str, ...] = ("from", "to", "cc", "bcc", "reply-to", "sender")
 """Fields that :meth:`Mail.headers` decodes in quote-escape mode by default (as Go does)."""
 
-_MAX_DEPTH = 64  # MIME nesting beyond this is an attack, not mail
+MAX_DEPTH = 64
+"""Deepest MIME nesting :meth:`Mail.body` follows; deeper is an attack, not mail."""
+MAX_PARTS = 10_000
+"""Most entities (the root and every part, at any depth) in one :meth:`Mail.body` tree."""
+MAX_BOUNDARY = 200
+"""Longest multipart boundary accepted (RFC 2046 5.1.1 allows 70; some mailers go beyond)."""
+MAX_PARAMS = 64
+"""Parameters read from one Content-Type or Content-Disposition value; later ones are ignored."""
 _B64_BODY = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_EMPTY_LINE = re.compile(rb"\n\r?\n")  # the end of a header block (see parse_header_block)
+_PARAM_STOP = re.compile(r'[;"]')
+_QUOTE_STOP = re.compile(r'["\\]')
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# RFC 2231 3 and 4: name*, name*N, name*N* (N: 0..999, plenty for any file name).
+_RFC2231_NAME = re.compile(r"([A-Za-z0-9_!#$%&'+.^`|~-]+)\*(?:([0-9]{1,3})(\*)?)?")
 
 
 def _literal(fields: list[tuple[bytes, bytes]]) -> Headers:
@@ -198,79 +213,231 @@ class Mail:
     def body(self) -> Content:
         """The MIME tree of the message; the root's headers are all of the message's.
 
+        The tree shares the message's bytes: every entity keeps offsets into them, and
+        ``Content.body``/``Content.raw`` slice on access. Besides that buffer the tree keeps
+        only its entities' parsed header fields (header blocks never overlap, so at most the
+        message's size) and a few hundred bytes per entity, for at most :data:`MAX_PARTS`
+        entities. The work is linear in the message size for each nesting level (each level
+        looks for its own boundary in its body), with at most :data:`MAX_DEPTH` levels.
+
         Raises:
-            MailParseError: A multipart entity has no boundary, or nesting exceeds 64 levels.
+            MailParseError: A multipart entity has no boundary or one longer than
+                :data:`MAX_BOUNDARY`, nesting exceeds :data:`MAX_DEPTH` levels, or the tree
+                would hold more than :data:`MAX_PARTS` entities.
         """
-        return _entity(_literal(self._fields), self._data, self._offset, "text/plain", 0)
+        data = self._data
+        budget = [MAX_PARTS - 1]
+        return _entity(
+            _literal(self._fields), data, 0, self._offset, len(data), "text/plain", 0, budget
+        )
 
 
-def _entity(headers: Headers, raw: bytes, offset: int, default_type: str, depth: int) -> Content:
-    content = Content(headers, raw[offset:], raw=raw, default_type=default_type)
+def _header_block_end(data: bytes, start: int, end: int) -> int:
+    """Where the header block of ``data[start:end]`` ends, its empty line included.
+
+    Only the header block is read (parse_header_block rule 1), never the body after it.
+    """
+    if data.startswith(b"\n", start, end):
+        return start + 1
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    m = _EMPTY_LINE.search(data, start, end)
+    return end if m is None else m.end()
+
+
+def _entity(
+    headers: Headers,
+    data: bytes,
+    start: int,
+    body_start: int,
+    end: int,
+    default_type: str,
+    depth: int,
+    budget: list[int],
+) -> Content:
+    content = Content(headers, b"", default_type=default_type)
+    content._raw = (data, start, end)
+    content._body = (data, body_start, end)
     ctype = content.content_type()
     if not ctype.startswith("multipart/"):
         return content
-    if depth >= _MAX_DEPTH:
+    if depth >= MAX_DEPTH:
         raise MailParseError("mail: MIME parts nested too deeply")
     boundary = content.param("boundary")
     if not boundary:
         raise MailParseError("mail: no boundary in Content-Type params")
     # RFC 2046 5.1.5: parts of a multipart/digest default to message/rfc822.
     child_default = MIME_MESSAGE_EMAIL if ctype == "multipart/digest" else "text/plain"
-    body = content.body
-    content.body = b""
-    for part in _split_multipart(body, boundary.encode("utf-8", "surrogateescape")):
-        fields, off = parse_header_block(part)
-        content.children.append(_entity(_literal(fields), part, off, child_default, depth + 1))
+    content._body = (b"", 0, 0)
+    if len(boundary) > MAX_BOUNDARY:
+        raise MailParseError(f"mail: boundary longer than {MAX_BOUNDARY} characters")
+    delim = boundary.encode("utf-8", "surrogateescape")
+    spans = _split_multipart(data, body_start, end, delim, budget[0])
+    budget[0] -= len(spans)
+    for part_start, part_end in spans:
+        # Parse a copy of the header block only: the part's body stays in the shared buffer.
+        head_end = _header_block_end(data, part_start, part_end)
+        fields, off = parse_header_block(data[part_start:head_end])
+        content.children.append(
+            _entity(
+                _literal(fields),
+                data,
+                part_start,
+                part_start + off,
+                part_end,
+                child_default,
+                depth + 1,
+                budget,
+            )
+        )
     return content
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The parts between ``--boundary`` delimiter lines (RFC 2046 5.1.1).
+def _split_multipart(
+    data: bytes, start: int, end: int, boundary: bytes, limit: int
+) -> list[tuple[int, int]]:
+    """The parts between ``--boundary`` delimiter lines in ``data[start:end]`` (RFC 2046 5.1.1).
 
     A delimiter starts a line; transport padding (SP/HTAB) may follow it. The line break before
     a delimiter belongs to it, not to the part. The preamble and epilogue are dropped; a missing
-    close delimiter ends the last part at the end of the body.
+    close delimiter ends the last part at ``end``. Returns ``(start, end)`` offsets into
+    ``data``, in order; more than ``limit`` parts is an error.
+
+    The delimiter lines are found by one regular expression that starts with a literal, so the
+    scan, false starts such as ``--boundaryX`` included, runs in C, once over the body.
     """
-    delim = b"--" + boundary
-    parts: list[bytes] = []
-    n = len(body)
-    pos = 0
-    start = -1
-    while True:
-        i = body.find(delim, pos)
-        if i < 0:
-            break
-        pos = i + 1
-        if i > 0 and body[i - 1] != 0x0A:
-            continue  # not at a line start
-        j = i + len(delim)
-        close = body.startswith(b"--", j)
-        if close:
-            j += 2
-        while j < n and body[j] in b" \t":
-            j += 1
-        if j < n:
-            if body[j] == 0x0A:
-                eol = j + 1
-            elif body.startswith(b"\r\n", j):
-                eol = j + 2
-            else:
-                continue  # e.g. a longer boundary that starts with this one
-        else:
-            eol = n
-        if start >= 0:
-            end = i
-            if end > start and body[end - 1] == 0x0A:
-                end -= 1
-                if end > start and body[end - 1] == 0x0D:
-                    end -= 1
-            parts.append(body[start:end])
-        if close:
+    tail = re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
+    parts: list[tuple[int, int]] = []
+    part = -1
+    m = re.compile(rb"--" + tail).match(data, start, end)
+    if m is None:
+        after_line = re.compile(rb"\n--" + tail)
+        m = after_line.search(data, start, end)
+    else:
+        after_line = None
+    while m is not None:
+        i = m.start() if data[m.start()] != 0x0A else m.start() + 1  # where "--" begins
+        if part >= 0:
+            stop = i
+            if stop > part and data[stop - 1] == 0x0A:
+                stop -= 1
+                if stop > part and data[stop - 1] == 0x0D:
+                    stop -= 1
+            parts.append((part, stop))
+            if len(parts) > limit:
+                raise MailParseError(f"mail: more than {MAX_PARTS} MIME parts")
+        if m.group(1) is not None:  # the close delimiter
             return parts
-        start = pos = eol
-    if start >= 0:
-        parts.append(body[start:])
+        part = m.end()
+        if after_line is None:
+            after_line = re.compile(rb"\n--" + tail)
+        # The line break that ended this delimiter starts the next one's line.
+        m = after_line.search(data, part - 1 if data[part - 1] == 0x0A else part, end)
+    if part >= 0:
+        parts.append((part, end))
+        if len(parts) > limit:
+            raise MailParseError(f"mail: more than {MAX_PARTS} MIME parts")
     return parts
+
+
+_Span = tuple[bytes, int, int]
+_Param = tuple[str, bool]  # value, and whether it came from an RFC 2231 extended form
+
+
+def _slice(span: _Span) -> bytes:
+    buf, start, end = span
+    return buf if start == 0 and end == len(buf) else buf[start:end]
+
+
+def _split_params(value: str) -> list[str]:
+    """``value`` cut at each ``;`` outside quoted strings: at most ``MAX_PARAMS + 1`` pieces."""
+    pieces: list[str] = []
+    n = len(value)
+    piece = i = 0
+    while len(pieces) <= MAX_PARAMS:
+        m = _PARAM_STOP.search(value, i)
+        if m is None:
+            pieces.append(value[piece:])
+            return pieces
+        i = m.start()
+        if value[i] == ";":
+            pieces.append(value[piece:i])
+            piece = i = i + 1
+            continue
+        # A quoted string (RFC 2045 5.1, RFC 822 3.3): skip to its closing quote; a backslash
+        # quotes the character after it. An unclosed quote runs to the end.
+        i += 1
+        while True:
+            m = _QUOTE_STOP.search(value, i)
+            if m is None:
+                i = n
+                break
+            if value[m.start()] == "\\":
+                i = m.start() + 2
+                continue
+            i = m.end()
+            break
+    return pieces  # parameters past MAX_PARAMS are ignored
+
+
+def _decode_2231(sections: list[tuple[int, int, str, bool]]) -> _Param:
+    """Join RFC 2231 sections (number, order, text, encoded) into one value."""
+    sections.sort()
+    charset = ""
+    chunks: list[bytes] = []
+    texts: list[str] = []
+    extended = False
+    last = -2
+    for k, (num, _order, text, encoded) in enumerate(sections):
+        if num == last:
+            continue  # a repeated section number: the first one counts
+        last = num
+        if encoded:
+            if k == 0:
+                # RFC 2231 4: charset'language'value, in the first section only.
+                fields = text.split("'", 2)
+                if len(fields) == 3:
+                    charset, _language, text = fields
+            extended = True
+            chunks.append(unquote_to_bytes(text.encode("utf-8", "surrogateescape")))
+        else:
+            chunks.append(text.encode("utf-8", "surrogateescape"))
+            texts.append(text)
+    if not extended:
+        return "".join(texts), False
+    raw = b"".join(chunks)
+    codec = lookup_codec(charset) if charset else None
+    return (raw.decode("utf-8", "replace") if codec is None else decode_text(raw, codec)), True
+
+
+def _parse_params(value: str) -> dict[str, _Param]:
+    """The parameters of a Content-Type or Content-Disposition value (RFC 2045 5.1, RFC 2231).
+
+    Names are lowercased; for a repeated name the first wins, and an RFC 2231 form
+    (``name*``, ``name*0``...) wins over a plain ``name=`` (RFC 6266 4.3). One linear pass,
+    at most :data:`MAX_PARAMS` parameters.
+    """
+    params: dict[str, _Param] = {}
+    extended: dict[str, list[tuple[int, int, str, bool]]] = {}
+    for order, piece in enumerate(_split_params(value)[1:]):
+        raw_name, eq, val = piece.partition("=")
+        name = raw_name.strip().lower()
+        val = val.strip() if eq else ""
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = _QUOTED_PAIR.sub(r"\1", val[1:-1])
+        m = _RFC2231_NAME.fullmatch(name)
+        if m is None:
+            params.setdefault(name, (val, False))
+            continue
+        num = m.group(2)
+        # name* is one encoded section; name*N is section N, encoded when it ends with "*".
+        section = (-1 if num is None else int(num), order, val, num is None or bool(m.group(3)))
+        extended.setdefault(m.group(1), []).append(section)
+    for name, sections in extended.items():
+        if any(sec[0] == -1 for sec in sections):
+            sections = [next(sec for sec in sections if sec[0] == -1)]
+        params[name] = _decode_2231(sections)
+    return params
 
 
 class Content:
@@ -284,7 +451,7 @@ class Content:
         raw: The entity as it appeared in the message: header lines, empty line, body.
     """
 
-    __slots__ = ("_default_type", "_params", "body", "children", "headers", "raw")
+    __slots__ = ("_body", "_default_type", "_params", "_raw", "children", "headers")
 
     def __init__(
         self,
@@ -297,41 +464,68 @@ class Content:
     ) -> None:
         """Build an entity; :meth:`Mail.body` does this for you."""
         self.headers = headers
-        self.body = body
+        self._body: _Span = (body, 0, len(body))
+        self._raw: _Span = (raw, 0, len(raw))
         self.children: list[Content] = [] if children is None else children
-        self.raw = raw
         self._default_type = default_type
-        self._params: email.message.Message | None = None
+        self._params: dict[str, dict[str, _Param]] = {}
+
+    @property
+    def body(self) -> bytes:
+        """The body bytes (a fresh slice of the message on each access: keep it if reused)."""
+        return _slice(self._body)
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = (value, 0, len(value))
+
+    @property
+    def raw(self) -> bytes:
+        """The entity as it appeared in the message (sliced on each access, like ``body``)."""
+        return _slice(self._raw)
+
+    @raw.setter
+    def raw(self, value: bytes) -> None:
+        self._raw = (value, 0, len(value))
 
     def __repr__(self) -> str:
-        return (
-            f"<Content {self.content_type()} body={len(self.body)} bytes "
-            f"children={len(self.children)}>"
-        )
+        _, start, end = self._body
+        kind = self.content_type()
+        return f"<Content {kind} body={end - start} bytes children={len(self.children)}>"
 
-    def _msg(self) -> email.message.Message:
-        # The standard library parses Content-Type/-Disposition parameters, RFC 2231 included.
-        msg = self._params
-        if msg is None:
-            msg = email.message.Message()
-            msg.set_default_type(self._default_type)
-            for name in ("Content-Type", "Content-Disposition"):
-                value = self.headers.get(name)
-                if value is not None:
-                    msg[name] = value
-            self._params = msg
-        return msg
+    def _get_params(self, header: str) -> dict[str, _Param]:
+        # smtpx's own linear parser (the stdlib's _parseparam is quadratic in the ";" count).
+        key = header.lower()
+        params = self._params.get(key)
+        if params is None:
+            value = self.headers.get(header)
+            params = {} if value is None else _parse_params(value)
+            self._params[key] = params
+        return params
 
     def content_type(self) -> str:
-        """The lowercased media type, ``text/plain`` when absent or invalid (RFC 2045 5.2)."""
-        return self._msg().get_content_type()
+        """The lowercased media type, ``text/plain`` when absent or invalid (RFC 2045 5.2).
+
+        A part of a ``multipart/digest`` without Content-Type is ``message/rfc822`` (RFC 2046
+        5.1.5); an invalid value is always ``text/plain``.
+        """
+        value = self.headers.get("Content-Type")
+        if value is None:
+            return self._default_type
+        media = value.partition(";")[0].strip().lower()
+        return media if media.count("/") == 1 else "text/plain"
+
+    def _param(self, name: str, header: str) -> _Param | None:
+        return self._get_params(header).get(name.lower())
 
     def param(self, name: str, header: str = "Content-Type") -> str | None:
-        """A parameter of ``header`` (RFC 2045 5.1, RFC 2231 encodings decoded), or None."""
-        value = self._msg().get_param(name, None, header=header.lower())
-        if value is None:
-            return None
-        return email.utils.collapse_rfc2231_value(value)
+        """A parameter of ``header`` (RFC 2045 5.1, RFC 2231 encodings decoded), or None.
+
+        At most :data:`MAX_PARAMS` parameters of a field are read. RFC 2231 continuations are
+        joined and decoded from their charset (an unknown one decodes as UTF-8 with U+FFFD).
+        """
+        found = self._param(name, header)
+        return None if found is None else found[0]
 
     def charset(self) -> str | None:
         """The lowercased ``charset`` parameter of Content-Type, or None."""
@@ -353,12 +547,13 @@ class Content:
             MailParseError: Invalid base64, or an unknown encoding (``unknown encoding: x``).
         """
         cte = self.encoding()
+        body = self.body
         if cte in ("7bit", "8bit", "binary"):
-            return self.body
+            return body
         if cte == "quoted-printable":
-            return binascii.a2b_qp(self.body)
+            return binascii.a2b_qp(body)
         if cte == "base64":
-            compact = self.body.translate(None, b" \t\r\n")
+            compact = body.translate(None, b" \t\r\n")
             if _B64_BODY.fullmatch(compact) is None:
                 raise MailParseError("mail: invalid base64 body")
             return binascii.a2b_base64(compact)
@@ -459,11 +654,11 @@ class Content:
             MailParseError: Neither parameter is present or non-empty.
         """
         for param, header in (("filename", "Content-Disposition"), ("name", "Content-Type")):
-            raw = self._msg().get_param(param, None, header=header.lower())
-            if raw is None:
+            found = self._param(param, header)
+            if found is None:
                 continue
-            value = email.utils.collapse_rfc2231_value(raw)
-            if not isinstance(raw, tuple):
+            value, extended = found
+            if not extended:
                 value = unquote(value, errors="replace")
             if "=?" in value:
                 value = decode_header(value)

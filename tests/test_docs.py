@@ -1,10 +1,18 @@
 """The docs work verbatim: every Python example of README.md and docs/*.md runs here.
 
+Every block runs in a folder holding what a deployment has at hand, under the names the docs
+use: ``fullchain.pem`` and ``privkey.pem`` (a certificate for 127.0.0.1 and localhost, Let's
+Encrypt's names) and ``users`` (an auth file, as ``smtpx passwd`` writes it, with the one user
+``alice``, password ``s3cret``).
+
 A block that serves until a signal (``listen_and_serve()``, or a wait for SIGINT) is run as a
 script with its ports moved to free loopback ports: each port gets an SMTP session (a message
-where the port is plaintext, STARTTLS where offered, a TLS handshake on an implicit-TLS port),
-then SIGINT, after which the script must exit 0 without a traceback. Every other block must run
-to completion. ``$ smtpx ...`` lines in ``text`` blocks are run and their output compared.
+where the port is plaintext, STARTTLS where offered, a TLS handshake on an implicit-TLS port,
+AUTH as alice where offered), then SIGINT, after which the script must exit 0 without a
+traceback. A block that defines pytest tests (``def test_...``) is run by pytest with the smtpx
+plugin, and every test it defines must pass. Every other block must run to completion.
+``$ smtpx ...`` lines in ``text`` blocks are run and their output compared; command lines
+continued with a backslash are joined before they are checked.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pytest
 import trustme
 
 import smtpx
+from smtpx.auth import MIN_SCRYPT_LN, hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -68,7 +77,21 @@ PYTHON = [*blocks("python"), Block(EXAMPLE, 1, "python", EXAMPLE.read_text())]
 def test_the_docs_have_examples() -> None:
     # A changed fence syntax must not turn this file into a silent no-op.
     assert len(PYTHON) >= 5
-    assert {b.path.name for b in PYTHON} >= {"README.md", "deployment.md", "handlers.md"}
+    assert {b.path.name for b in PYTHON} >= {
+        "README.md",
+        "deployment.md",
+        "handlers.md",
+        "hooks-and-auth.md",
+    }
+
+
+SUBMISSION = ROOT / "examples" / "submission.py"
+
+
+def test_readme_shows_the_submission_example() -> None:
+    # The README says its submission server "is examples/submission.py, complete".
+    readme = [b.code for b in blocks("python") if b.path.name == "README.md"]
+    assert SUBMISSION.read_text() in readme
 
 
 def free_port() -> int:
@@ -81,16 +104,30 @@ def serves_until_signal(code: str) -> bool:
     return "listen_and_serve()" in code or "add_signal_handler" in code
 
 
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+PYTEST_TEST = re.compile(r"^(?:async )?def (test_\w+)\(", re.MULTILINE)
+
+# The user in every example's ``users`` file (the docs show `echo 's3cret' | smtpx passwd alice`).
+DOCS_USER, DOCS_PASSWORD = "alice", "s3cret"
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def write_tls_files(ca: trustme.CA, folder: Path) -> None:
+@pytest.fixture(scope="module")
+def users_line() -> str:
+    # The cheapest scrypt cost a file may hold: the examples check it once per AUTH.
+    return f"{DOCS_USER}:{hash_password(DOCS_PASSWORD, ln=MIN_SCRYPT_LN)}\n"
+
+
+def write_example_files(ca: trustme.CA, users_line: str, folder: Path) -> None:
     # The names the deployment page uses (Let's Encrypt's).
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "fullchain.pem"))
     cert.private_key_pem.write_to_path(str(folder / "privkey.pem"))
+    (folder / "users").write_text(users_line)
 
 
 def session(port: int, implicit_tls: bool, ctx: ssl.SSLContext) -> None:
@@ -105,15 +142,33 @@ def session(port: int, implicit_tls: bool, ctx: ssl.SSLContext) -> None:
         if client.has_extn("starttls"):
             client.starttls(context=ctx)
             client.ehlo("docs.test")
+        if client.has_extn("auth"):
+            client.login(DOCS_USER, DOCS_PASSWORD)
         refused = client.sendmail("a@example.com", ["b@example.com"], message)
         assert refused == {}
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("block", PYTHON, ids=[b.id for b in PYTHON])
-def test_python_example_runs(block: Block, tmp_path: Path, ca: trustme.CA) -> None:
+def test_python_example_runs(block: Block, tmp_path: Path, ca: trustme.CA, users_line: str) -> None:
     compile(block.code, block.id, "exec")
-    write_tls_files(ca, tmp_path)
+    write_example_files(ca, users_line, tmp_path)
+    if tests := PYTEST_TEST.findall(block.code):
+        # A test example: pytest runs it with the smtpx plugin, loaded explicitly (so the same
+        # way from a source tree and from an installed wheel, whose entry point is not used).
+        (tmp_path / "test_example.py").write_text(block.code)
+        done = subprocess.run(
+            [*PYTEST, "-p", "smtpx.pytest_plugin", "test_example.py"],
+            cwd=tmp_path,
+            env={**ENV, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{len(tests)} passed" in done.stdout, done.stdout
+        return
     if not serves_until_signal(block.code):
         # An example that builds a server shows how to run it and stop it, not just how to
         # construct it (deployment.md once built two servers and exited).
@@ -218,6 +273,7 @@ def test_command_example_prints_what_the_docs_show(
 PUBLIC_MODULES = [
     "smtpx",
     "smtpx.address",
+    "smtpx.auth",
     "smtpx.authres",
     "smtpx.authres.dkim",
     "smtpx.authres.dmarc",
@@ -227,12 +283,14 @@ PUBLIC_MODULES = [
     "smtpx.errors",
     "smtpx.handler",
     "smtpx.headers",
+    "smtpx.hooks",
     "smtpx.mail",
     "smtpx.maildir",
     "smtpx.middleware",
     "smtpx.protocol",
     "smtpx.responses",
     "smtpx.server",
+    "smtpx.testing",
 ]
 
 
@@ -299,7 +357,8 @@ def cli_uses() -> list[tuple[str, str]]:
         text = path.read_text()
         candidates = [m.group(1) for m in CLI_INLINE.finditer(text)]
         for block in ANY_FENCE.finditer(text):
-            candidates += [m.group(1) for m in CLI_BLOCK_LINE.finditer(block.group(1))]
+            code = re.sub(r"[ \t]*\\\n\s*", " ", block.group(1))  # a command continued with "\"
+            candidates += [m.group(1) for m in CLI_BLOCK_LINE.finditer(code)]
         for candidate in candidates:
             args = re.split(r"\s{2,}|\s\(|\s#", candidate.replace("\n", " "))[0].strip()
             tokens = args.split()

@@ -5,10 +5,12 @@ Where smtpx deliberately differs from Go the test says so in a ``# smtpx:`` comm
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from smtpx.errors import MailParseError
-from smtpx.mail import Content, Mail
+from smtpx.mail import Content
 from tests.mail.conftest import MakeMail
 
 # TestMIMEHeaderDecoding: (id, header lines, checked field, expected decoded value).
@@ -204,6 +206,17 @@ HEADER_VECTORS: list[tuple[str, str, str, str]] = [
 ]
 
 
+def test_every_message_test_runs_on_both_twins() -> None:
+    # Each test here that parses a message takes make_mail, hence impl: it runs as [python]
+    # and [cython] whichever twin smtpx loaded (issue 9 item 24).
+    no_message = {"test_all_42_vectors_are_here", "test_every_message_test_runs_on_both_twins"}
+    tests = {name: f for name, f in globals().items() if name.startswith("test_")}
+    assert len(tests) > 20
+    for name, func in tests.items():
+        if name not in no_message:
+            assert "make_mail" in inspect.signature(func).parameters, name
+
+
 def test_all_42_vectors_are_here() -> None:
     assert len(HEADER_VECTORS) == 42
     assert len({v[0] for v in HEADER_VECTORS}) == 42
@@ -364,9 +377,9 @@ def test_body_nested_multipart(make_mail: MakeMail) -> None:
     ]
 
 
-def _content(**headers: str) -> Content:
+def _content(make_mail: MakeMail, **headers: str) -> Content:
     data = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
-    return Mail(data.encode() + b"\r\nbody").body()
+    return make_mail(data.encode() + b"\r\nbody").body()
 
 
 @pytest.mark.parametrize(
@@ -380,8 +393,14 @@ def _content(**headers: str) -> Content:
         (None, False),
     ],
 )
-def test_content_is_attachment(disposition: str | None, expected: bool) -> None:
-    content = _content() if disposition is None else _content(Content_Disposition=disposition)
+def test_content_is_attachment(
+    make_mail: MakeMail, disposition: str | None, expected: bool
+) -> None:
+    content = (
+        _content(make_mail)
+        if disposition is None
+        else _content(make_mail, Content_Disposition=disposition)
+    )
     assert content.is_attachment() is expected
 
 
@@ -397,14 +416,16 @@ def test_content_is_attachment(disposition: str | None, expected: bool) -> None:
         ('attachment; filename="100%.pdf"', "100%.pdf"),
     ],
 )
-def test_attachment_name(disposition: str, expected: str) -> None:
-    assert _content(Content_Disposition=disposition).as_attachment().filename() == expected
+def test_attachment_name(make_mail: MakeMail, disposition: str, expected: str) -> None:
+    assert (
+        _content(make_mail, Content_Disposition=disposition).as_attachment().filename() == expected
+    )
 
 
 @pytest.mark.parametrize("disposition", ["attachment; filename", 'attachment; filename=""'])
-def test_attachment_name_missing(disposition: str) -> None:
+def test_attachment_name_missing(make_mail: MakeMail, disposition: str) -> None:
     with pytest.raises(MailParseError, match="no filename"):
-        _content(Content_Disposition=disposition).filename()
+        _content(make_mail, Content_Disposition=disposition).filename()
 
 
 @pytest.mark.parametrize(
@@ -419,16 +440,16 @@ def test_attachment_name_missing(disposition: str) -> None:
         ("invalid-type", False),
     ],
 )
-def test_content_is_inline(disposition: str, expected: bool) -> None:
-    assert _content(Content_Disposition=disposition).is_inline() is expected
+def test_content_is_inline(make_mail: MakeMail, disposition: str, expected: bool) -> None:
+    assert _content(make_mail, Content_Disposition=disposition).is_inline() is expected
 
 
 @pytest.mark.parametrize(
     ("disposition", "ok"),
     [("inline", True), ('inline; filename="test.pdf"', True), ("attachment", False), ("", False)],
 )
-def test_content_as_inline(disposition: str, ok: bool) -> None:
-    content = _content(Content_Disposition=disposition)
+def test_content_as_inline(make_mail: MakeMail, disposition: str, ok: bool) -> None:
+    content = _content(make_mail, Content_Disposition=disposition)
     if ok:
         assert content.as_inline() is content
     else:
@@ -444,13 +465,13 @@ def test_content_as_inline(disposition: str, ok: bool) -> None:
         ('inline; filename="test%20file.jpg"', "test file.jpg"),
     ],
 )
-def test_inline_part_filename(disposition: str, expected: str) -> None:
-    assert _content(Content_Disposition=disposition).as_inline().filename() == expected
+def test_inline_part_filename(make_mail: MakeMail, disposition: str, expected: str) -> None:
+    assert _content(make_mail, Content_Disposition=disposition).as_inline().filename() == expected
 
 
-def test_inline_part_without_filename() -> None:
+def test_inline_part_without_filename(make_mail: MakeMail) -> None:
     with pytest.raises(MailParseError):
-        _content(Content_Disposition="inline").as_inline().filename()
+        _content(make_mail, Content_Disposition="inline").as_inline().filename()
 
 
 @pytest.mark.parametrize(
@@ -461,16 +482,16 @@ def test_inline_part_without_filename() -> None:
         ('form-data; name="field with spaces"', "field with spaces"),
     ],
 )
-def test_form_part_name(disposition: str, expected: str) -> None:
-    assert _content(Content_Disposition=disposition).as_form().name() == expected
+def test_form_part_name(make_mail: MakeMail, disposition: str, expected: str) -> None:
+    assert _content(make_mail, Content_Disposition=disposition).as_form().name() == expected
 
 
 @pytest.mark.parametrize(
     "disposition", ["form-data", 'form-data; name=""', "invalid disposition", ""]
 )
-def test_form_part_name_errors(disposition: str) -> None:
+def test_form_part_name_errors(make_mail: MakeMail, disposition: str) -> None:
     with pytest.raises(MailParseError):
-        _content(Content_Disposition=disposition).name()
+        _content(make_mail, Content_Disposition=disposition).name()
 
 
 @pytest.mark.parametrize(
@@ -489,16 +510,16 @@ def test_form_part_name_errors(disposition: str) -> None:
         ("Base64", b"VGhpcyBpcyBhIGJhc2U2NCBlbmNvZGVkIHRleHQu", b"This is a base64 encoded text."),
     ],
 )
-def test_content_decode(cte: str, body: bytes, expected: bytes) -> None:
+def test_content_decode(make_mail: MakeMail, cte: str, body: bytes, expected: bytes) -> None:
     data = f"Content-Type: text/plain\r\nContent-Transfer-Encoding: {cte}\r\n\r\n".encode()
-    assert Mail(data + body).body().decode() == expected
+    assert make_mail(data + body).body().decode() == expected
 
 
 @pytest.mark.parametrize(("cte", "body"), [("base64", b"!!!not base64!!!"), ("unknown", b"x")])
-def test_content_decode_errors(cte: str, body: bytes) -> None:
+def test_content_decode_errors(make_mail: MakeMail, cte: str, body: bytes) -> None:
     data = f"Content-Type: text/plain\r\nContent-Transfer-Encoding: {cte}\r\n\r\n".encode()
     with pytest.raises(MailParseError):
-        Mail(data + body).body().decode()
+        make_mail(data + body).body().decode()
 
 
 @pytest.mark.parametrize(
@@ -517,14 +538,16 @@ def test_content_decode_errors(cte: str, body: bytes) -> None:
         ("invalid", "8bit", b"caf\xe9", b"caf\xe9"),  # unknown charset: bytes as they are
     ],
 )
-def test_content_decode_charsets(charset: str, cte: str, body: bytes, expected: bytes) -> None:
+def test_content_decode_charsets(
+    make_mail: MakeMail, charset: str, cte: str, body: bytes, expected: bytes
+) -> None:
     data = (
         f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
     ).encode()
-    assert Mail(data + body).body().decode() == expected
+    assert make_mail(data + body).body().decode() == expected
 
 
-def test_content_decode_charsets_invalid_cte() -> None:
+def test_content_decode_charsets_invalid_cte(make_mail: MakeMail) -> None:
     data = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: invalid\r\n\r\n"
     with pytest.raises(MailParseError, match="unknown encoding: invalid"):
-        Mail(data + b"x").body().decode()
+        make_mail(data + b"x").body().decode()

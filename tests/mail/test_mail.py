@@ -12,7 +12,7 @@ from smtpx._mime_addr import parse_address, parse_address_list
 from smtpx._mime_words import decode_header
 from smtpx.address import Address
 from smtpx.errors import MailParseError
-from smtpx.mail import MIME_MULTIPART_MIXED, MIME_TEXT_PLAIN, Mail
+from smtpx.mail import MIME_MULTIPART_MIXED, MIME_TEXT_PLAIN
 from tests.mail.conftest import MakeMail
 
 
@@ -233,7 +233,7 @@ def test_multipart_digest_defaults_to_message(make_mail: MakeMail) -> None:
     data = b"Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: inner\n\nhi\n--d--\n"
     (child,) = make_mail(data).body().children
     assert child.content_type() == "message/rfc822"
-    assert Mail(child.body).headers().get("Subject") == "inner"
+    assert make_mail(child.body).headers().get("Subject") == "inner"
 
 
 def test_multipart_without_boundary_is_an_error(make_mail: MakeMail) -> None:

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets for smtpx (atheris); see fuzz/README.md."""
