@@ -10,6 +10,8 @@ from . import responses as responses
 from ._impl import IMPLEMENTATION as IMPLEMENTATION
 from ._impl import DataReader as DataReader
 from .address import Address as Address
+from .dsn import OriginalRecipient as OriginalRecipient
+from .dsn import RecipientDSN as RecipientDSN
 from .envelope import Envelope as Envelope
 from .envelope import TLSInfo as TLSInfo
 from .errors import BareLineEndingError as BareLineEndingError
@@ -25,6 +27,7 @@ from .handler import new_handler as new_handler
 from .mail import Mail as Mail
 from .protocol import COMMAND_LINE_MAX_LENGTH as COMMAND_LINE_MAX_LENGTH
 from .protocol import COMMAND_VERB_MAX_LENGTH as COMMAND_VERB_MAX_LENGTH
+from .responses import PerRecipient as PerRecipient
 from .responses import Response as Response
 from .responses import ResponseError as ResponseError
 from .responses import new_response as new_response
@@ -70,6 +73,9 @@ __all__ = [
     "Mail",
     "MailParseError",
     "Middleware",
+    "OriginalRecipient",
+    "PerRecipient",
+    "RecipientDSN",
     "Response",
     "ResponseError",
     "SMTPXError",

@@ -24,9 +24,19 @@ class DataReaderLike(Protocol):
     makes the reader read on to the real end and ``result()`` raise ``NulByteError``, unless
     ``allow_nul=True``. Several problems: ``LimitError``, then ``BareLineEndingError``, then
     ``NulByteError``.
+
+    With ``bdat=True`` (RFC 3030 CHUNKING) every byte fed is content: no end marker, no
+    dot-unstuffing; ``finish()`` ends the message after the LAST chunk, and the same line-ending,
+    NUL and size rules apply.
     """
 
-    def __init__(self, limit: int, normalize: bool = False, allow_nul: bool = False) -> None: ...
+    def __init__(
+        self, limit: int, normalize: bool = False, allow_nul: bool = False, bdat: bool = False
+    ) -> None: ...
+
+    def finish(self) -> None:
+        """BDAT mode: end the message (a held trailing CR is bare); RuntimeError for DATA."""
+        ...
 
     def feed(self, data: bytes) -> int:
         """Consume message bytes; return how many of ``data`` belong to the message.

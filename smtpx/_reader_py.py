@@ -16,6 +16,13 @@ proper prefix of ``CRLF . CRLF`` (CR; CRLF; CRLF dot; CRLF dot CR). Held bytes c
 yet (a CR may be bare or half of a CRLF, a dot may be stuffing or the end), so they are kept
 aside and judged together with the next chunk. The start of the data counts as a line start:
 it is modelled as a virtual CRLF held before the first byte, never emitted.
+
+BDAT mode (RFC 3030, ``bdat=True``): the same reader serves CHUNKING. The protocol core frames
+the chunks by their declared sizes and feeds exactly their bytes; there is no end marker and no
+dot-unstuffing, so the only held suffix is a trailing CR (half of a CRLF split between chunks,
+or a bare CR), judged by the next chunk or by ``finish()`` after the LAST chunk. The line-ending,
+NUL and size checks are those of DATA, so a BDAT message that smtpx stores or relays in a DATA
+hop can hold no bare CR or LF (and no NUL) that a later hop might read as an end of data.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ _VIRTUAL = b"\r\n"
 _NOT_CRLF = bytes(b for b in range(256) if b not in b"\r\n")
 # Line-start dots found one by one per chunk before the rest is left to bytes.replace().
 _MAX_FOUND = 32
+# Output pieces shorter than this are gathered in one buffer instead of kept as bytes objects of
+# their own: a client sending one-byte BDAT chunks (or TCP segments) must not cost a ~40-byte
+# object per message byte. The buffer is moved to the parts list once it reaches _TAIL_FLUSH.
+_SMALL = 1024
+_TAIL_FLUSH = 65536
 
 
 def _held_length(buf: bytes) -> int:
@@ -72,11 +84,14 @@ class DataReader:
             and refused.
         normalize: Keep each bare CR or LF as CRLF instead of refusing the message.
         allow_nul: Keep NUL bytes instead of refusing the message (off: RFC 5322 2.3).
+        bdat: BDAT mode (RFC 3030): every byte fed is message content, nothing is unstuffed,
+            and the message ends when ``finish()`` is called after the LAST chunk.
     """
 
     __slots__ = (
         "_allow_nul",
         "_bad",
+        "_bdat",
         "_done",
         "_held",
         "_limit",
@@ -85,10 +100,13 @@ class DataReader:
         "_over",
         "_parts",
         "_size",
+        "_tail",
         "_virtual",
     )
 
-    def __init__(self, limit: int, normalize: bool = False, allow_nul: bool = False) -> None:
+    def __init__(
+        self, limit: int, normalize: bool = False, allow_nul: bool = False, bdat: bool = False
+    ) -> None:
         limit = operator.index(limit)
         if limit < 0:
             raise ValueError("limit must be >= 0")
@@ -100,13 +118,17 @@ class DataReader:
         self._over = False  # output grew past the limit: nothing more is kept
         self._bad = False  # a bare CR or LF was seen (matters only when not normalizing)
         self._size = 0
-        self._held = _VIRTUAL
-        self._virtual = True  # the held b"\r\n" is the virtual start-of-data line end
+        self._bdat = bool(bdat)
+        # The held b"\r\n" is the virtual start-of-data line end (DATA only: a BDAT message
+        # has no dot-stuffing, so its first line needs no line start in front of it).
+        self._held = b"" if self._bdat else _VIRTUAL
+        self._virtual = not self._bdat
         self._parts: list[bytes] = []
+        self._tail = bytearray()  # small pieces, gathered (see _SMALL)
 
     @property
     def done(self) -> bool:
-        """True once the end-of-data marker has been consumed."""
+        """True once the end-of-data marker has been consumed (BDAT: once ``finish()`` ran)."""
         return self._done
 
     @property
@@ -132,6 +154,8 @@ class DataReader:
             raise TypeError(f"feed() needs bytes, not {type(data).__name__}")
         if self._done or not data:
             return 0
+        if self._bdat:
+            return self._feed_bdat(data)
         held = self._held
         buf = held + data if held else data
         n = len(buf)
@@ -173,6 +197,34 @@ class DataReader:
             self._take(buf, cut, dots, bulk if 0 <= bulk < cut else -1)
         return consumed
 
+    def _feed_bdat(self, data: bytes) -> int:
+        """BDAT mode: all of ``data`` is content; only a trailing CR waits for the next byte."""
+        held = self._held
+        buf = held + data if held else data
+        cut = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+        self._held = buf[cut:]
+        if not self._allow_nul and not self._nul and b"\0" in data:
+            self._nul = True
+        if cut:
+            self._take(buf, cut, [], -1)
+        return len(data)
+
+    def finish(self) -> None:
+        """BDAT mode: the LAST chunk was fed; judge a held CR (it is bare) and end the message.
+
+        Raises:
+            RuntimeError: the reader is not in BDAT mode (DATA ends at its end marker).
+        """
+        if not self._bdat:
+            raise RuntimeError("finish() is for BDAT mode; DATA ends at CRLF . CRLF")
+        if self._done:
+            return
+        held = self._held
+        self._held = b""
+        if held:
+            self._take(held, len(held), [], -1)
+        self._done = True
+
     def _take(self, buf: bytes, cut: int, dots: list[int], bulk: int) -> None:
         """Account for, and unless dropped keep, the judged bytes ``buf[:cut]``.
 
@@ -203,6 +255,7 @@ class DataReader:
             keep = False
         if not keep:
             self._parts.clear()  # memory stays bounded by the limit
+            self._tail.clear()
             return
         pieces: list[bytes] = []
         start = skip
@@ -217,8 +270,20 @@ class DataReader:
         out = b"".join(pieces)
         if bare:
             out = _normalize(out)
-        if out:
+        if len(out) < _SMALL:
+            gathered = self._tail
+            gathered += out
+            if len(gathered) >= _TAIL_FLUSH:
+                self._parts.append(bytes(gathered))
+                gathered.clear()
+        else:
+            self._flush_tail()
             self._parts.append(out)
+
+    def _flush_tail(self) -> None:
+        if self._tail:
+            self._parts.append(bytes(self._tail))
+            self._tail.clear()
 
     def result(self) -> bytes:
         """Return the message: CRLF line endings kept, dot-unstuffed, without the final dot.
@@ -240,6 +305,7 @@ class DataReader:
             raise BareLineEndingError()
         if self._nul:
             raise NulByteError()
+        self._flush_tail()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)

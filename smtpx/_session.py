@@ -57,7 +57,7 @@ from .protocol import (
     State,
     XClient,
 )
-from .responses import Response, ResponseError
+from .responses import PerRecipient, Response, ResponseError
 
 __all__ = ["ClientInfo", "Session", "in_networks", "tls_info"]
 
@@ -411,8 +411,8 @@ class Session(asyncio.BufferedProtocol):
         if conn is None or self._closing:
             return
         state = conn.state
-        if state is State.DATA:
-            self._touch()  # in DATA the timeout bounds silence, not the whole upload
+        if state is State.DATA or state is State.BDAT:
+            self._touch()  # in a message the timeout bounds silence, not the whole upload
         conn.receive_data(data)
         if state is State.AWAIT_REPLY:
             if conn.buffered > _MAX_HELD:
@@ -1121,6 +1121,12 @@ class Session(asyncio.BufferedProtocol):
             utf8=message.utf8,
             body_type=message.body_type,
             connection_id=self.connection_id,
+            lmtp=self._server._protocol_config.lmtp,
+            chunked=message.chunked,
+            dsn_ret=message.dsn_ret,
+            dsn_envid=message.dsn_envid,
+            rcpt_dsn=list(message.rcpt_dsn),
+            requiretls=message.requiretls,
         )
         envelope.authenticated = conn.authenticated
         envelope.mail_auth = conn.mail_auth
@@ -1178,6 +1184,7 @@ class Session(asyncio.BufferedProtocol):
         self._handler_task = None
         conn = self.conn
         assert conn is not None
+        replies = self._lmtp_replies(response, message, envelope.envelope_id)
         if self._closing:
             self.logger.warning(
                 "connection %d: client left before the reply to envelope %s (%s)",
@@ -1186,7 +1193,7 @@ class Session(asyncio.BufferedProtocol):
                 response.code,
             )
             return
-        conn.send(response)
+        conn.send(response if replies is None else replies)
         self._flush()
         if self._close_after_reply:
             self._close()
@@ -1194,6 +1201,33 @@ class Session(asyncio.BufferedProtocol):
         self._touch()
         self._set_reading(True)
         self._process()  # commands pipelined after the final dot (RFC 2920)
+
+    def _lmtp_replies(
+        self, response: Response, message: Message, envelope_id: str
+    ) -> tuple[Response, ...] | None:
+        """LMTP (RFC 2033 4.2): one final reply per recipient, in RCPT order; None for SMTP."""
+        if not self._server._protocol_config.lmtp:
+            return None
+        count = len(message.rcpt_to)
+        if not isinstance(response, PerRecipient):
+            return (response,) * count
+        if len(response.replies) != count:
+            self.logger.error(
+                "connection %d: handler returned %d per-recipient replies for %d recipients"
+                " (envelope %s); sending 451 4.3.0",
+                self.connection_id,
+                len(response.replies),
+                count,
+                envelope_id,
+            )
+            return (R.ERROR_HANDLER,) * count
+        replies = []
+        for reply in response.replies:
+            if reply.code // 100 not in (2, 4, 5):
+                self.logger.error("handler returned a non-final reply %s; sending 451", reply)
+                reply = R.ERROR_HANDLER
+            replies.append(reply)
+        return tuple(replies)
 
     async def _handshake(self, *, implicit: bool) -> None:
         try:

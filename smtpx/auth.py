@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from ._xtext import decode_xtext as decode_xtext
+from ._xtext import encode_xtext as encode_xtext
 from .errors import SMTPXError
 from .responses import Response
 
@@ -749,42 +751,7 @@ class SaslExchange:
 
 
 # --------------------------------------------------------------------------- xtext
-def decode_xtext(value: str) -> str:
-    """Decode RFC 3461 4 xtext: printable ASCII but ``+`` and ``=``, and ``+XX`` hex escapes.
-
-    RFC 3461 asks for upper-case hex digits; lower case is accepted too (the AUTH= value is
-    advisory). The result must be UTF-8.
-
-    Raises:
-        ValueError: A character outside xtext, a broken ``+XX``, or not UTF-8.
-    """
-    out = bytearray()
-    i, n = 0, len(value)
-    while i < n:
-        c = value[i]
-        if c == "+":
-            hexpair = value[i + 1 : i + 3]
-            if len(hexpair) != 2 or any(h not in "0123456789ABCDEFabcdef" for h in hexpair):
-                raise ValueError("broken +XX escape in xtext")
-            out.append(int(hexpair, 16))
-            i += 3
-            continue
-        if not "!" <= c <= "~" or c == "=":
-            raise ValueError("character outside xtext")
-        out.append(ord(c))
-        i += 1
-    try:
-        return out.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("xtext does not decode to UTF-8") from None
-
-
-def encode_xtext(value: str) -> str:
-    """Encode ``value`` (as UTF-8) as RFC 3461 xtext."""
-    return "".join(
-        chr(b) if 0x21 <= b <= 0x7E and b not in (0x2B, 0x3D) else f"+{b:02X}"
-        for b in value.encode("utf-8")
-    )
+# decode_xtext and encode_xtext live in smtpx._xtext (shared with the DSN parameters).
 
 
 def mail_auth_param(value: str, *, authenticated: bool) -> str | None:

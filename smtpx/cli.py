@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import IMPLEMENTATION, __version__
+from ._unix import unix_path
 from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
 from .authres._dns import resolver_at
@@ -106,10 +107,21 @@ def _seconds(text: str) -> float:
 
 def _address(text: str) -> str:
     try:
-        parse_addr(text)
+        if unix_path(text) is None:
+            parse_addr(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be HOST:PORT, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT or unix:/path, got {text!r}") from None
     return text
+
+
+def _mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"must be octal permission bits like 660, got {text!r}")
+    return mode
 
 
 def _networks(text: str) -> list[str]:
@@ -152,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_address,
         default="127.0.0.1:2525",
         metavar="HOST:PORT",
-        help="address to listen on; ':PORT' means every interface (default %(default)s)",
+        help="address to listen on; ':PORT' means every interface, 'unix:/path' a Unix socket "
+        "(default %(default)s)",
     )
     serve.add_argument(
         "--hostname",
@@ -165,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
         default="./maildir",
         metavar="DIR",
         help="Maildir folder, created if missing (default %(default)s)",
+    )
+    serve.add_argument(
+        "--unix-mode",
+        type=_mode,
+        default=0o660,
+        metavar="OCTAL",
+        help="permissions of a unix:/path socket, set whatever the umask (default 660)",
+    )
+    serve.add_argument(
+        "--lmtp",
+        action="store_true",
+        help="speak LMTP (RFC 2033): LHLO, and one reply per recipient after the message",
+    )
+    serve.add_argument(
+        "--dsn",
+        action="store_true",
+        help="advertise DSN and parse RET, ENVID, NOTIFY and ORCPT (RFC 3461)",
+    )
+    serve.add_argument(
+        "--offer-requiretls",
+        action="store_true",
+        help="advertise REQUIRETLS on TLS connections (RFC 8689); needs --tls-cert",
     )
     serve.add_argument(
         "--max-size",
@@ -434,6 +469,10 @@ def build_server(args: argparse.Namespace) -> Server:
         max_recipients=args.max_recipients,
         max_unrecognized_commands=args.max_unrecognized,
         workers=args.workers,
+        lmtp=args.lmtp,
+        dsn=args.dsn,
+        offer_requiretls=args.offer_requiretls,
+        unix_mode=args.unix_mode,
         proxy_trusted=_flatten(args.proxy_trusted) or LOOPBACK_NETWORKS,
         xclient_trusted=_flatten(args.xclient_trusted) or LOOPBACK_NETWORKS,
         hooks=hooks,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .address import Address
+from .dsn import RecipientDSN, ReturnContent
 from .mail import Mail
 
 __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
@@ -107,6 +108,13 @@ class Envelope:
         mail_auth: The mailbox of MAIL FROM's ``AUTH=`` parameter, decoded from xtext; None
             for ``AUTH=<>``, without the parameter, or from a client that did not
             authenticate (RFC 4954 5).
+        lmtp: The message came over LMTP (RFC 2033).
+        chunked: The message came by BDAT (RFC 3030).
+        dsn_ret: The MAIL ``RET=`` value, ``"FULL"`` or ``"HDRS"``, or None (RFC 3461;
+            ``Server(dsn=True)``).
+        dsn_envid: The MAIL ``ENVID=`` value, decoded, or None.
+        rcpt_dsn: One ``RecipientDSN`` (NOTIFY, ORCPT) per entry of ``rcpt_to``, in order.
+        requiretls: MAIL carried REQUIRETLS (RFC 8689; ``Server(offer_requiretls=True)``).
     """
 
     __slots__ = (
@@ -116,17 +124,23 @@ class Envelope:
         "_trace",
         "authenticated",
         "body_type",
+        "chunked",
         "connection_id",
+        "dsn_envid",
+        "dsn_ret",
         "error",
         "esmtp",
         "helo",
         "hostname",
+        "lmtp",
         "local_addr",
         "mail_auth",
         "mail_from",
+        "rcpt_dsn",
         "rcpt_to",
         "received_at",
         "remote_addr",
+        "requiretls",
         "tls",
         "utf8",
         "values",
@@ -149,6 +163,12 @@ class Envelope:
         connection_id: int = 0,
         envelope_id: str | None = None,
         received_at: datetime.datetime | None = None,
+        lmtp: bool = False,
+        chunked: bool = False,
+        dsn_ret: ReturnContent | None = None,
+        dsn_envid: str | None = None,
+        rcpt_dsn: list[RecipientDSN] | None = None,
+        requiretls: bool = False,
     ) -> None:
         self.remote_addr = remote_addr
         self.local_addr = local_addr
@@ -169,6 +189,15 @@ class Envelope:
             datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
         )
         self.error: BaseException | None = None
+        self.lmtp = lmtp
+        self.chunked = chunked
+        self.dsn_ret: ReturnContent | None = dsn_ret
+        self.dsn_envid = dsn_envid
+        # One per recipient, in rcpt_to order (an empty RecipientDSN() when none was given).
+        self.rcpt_dsn: list[RecipientDSN] = (
+            [RecipientDSN() for _ in self.rcpt_to] if rcpt_dsn is None else rcpt_dsn
+        )
+        self.requiretls = requiretls
         # RFC 4954: the identity AUTH established on this connection (None without AUTH),
         # and MAIL's AUTH= mailbox (None for <> or from a client that did not authenticate).
         self.authenticated: str | None = None

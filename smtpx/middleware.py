@@ -146,10 +146,13 @@ def add_delivered_to() -> Middleware:
 def received_protocol(envelope: Envelope) -> str:
     """The RFC 3848 / RFC 6531 ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP...
 
-    ``S`` marks TLS, ``A`` a client that authenticated (AUTH, RFC 4954).
+    ``S`` marks TLS, ``A`` a client that authenticated (AUTH, RFC 4954). Over LMTP: LMTP,
+    LMTPS, LMTPA, LMTPSA (RFC 3848), UTF8LMTP... (RFC 6531).
     """
     auth = "A" if envelope.authenticated is not None else ""
     tls = "S" if envelope.tls is not None else ""
+    if envelope.lmtp:
+        return f"{'UTF8' if envelope.utf8 else ''}LMTP{tls}{auth}"
     if envelope.utf8:
         return f"UTF8SMTP{tls}{auth}"
     if not envelope.esmtp:
@@ -177,7 +180,9 @@ def add_received_header(hostname: str | None = None) -> Middleware:
         async def with_received(envelope: Envelope) -> Response | None:
             by = hostname or envelope.hostname
             helo = envelope.helo or "unknown"
-            lines = [f"from {helo} ([{_ip_literal(envelope.remote_ip)}])"]
+            ip = envelope.remote_ip
+            # RFC 5321 4.4: TCP-info is optional; a Unix-socket client (LMTP) has no address.
+            lines = [f"from {helo} ([{_ip_literal(ip)}])" if ip else f"from {helo}"]
             by_line = f"by {by} with {received_protocol(envelope)}"
             if envelope.tls is not None:
                 by_line += f" (version={envelope.tls.version} cipher={envelope.tls.cipher})"

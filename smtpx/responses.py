@@ -6,6 +6,7 @@ code, as ENHANCEDSTATUSCODES (RFC 2034) requires once it is advertised.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SUCCESS_RESET_CMD",
     "SUCCESS_START_TLS_CMD",
     "SUCCESS_VERIFY_CMD",
+    "PerRecipient",
     "Response",
     "ResponseError",
     "new_response",
@@ -227,3 +229,45 @@ ERROR_TOO_MANY_CLIENTS = _r(421, "4.3.2", "Too many connections, try again later
 # Postfix smtpd_hard_error_limit / smtpd_junk_command_limit answer "421 4.7.0 ... too many ...".
 ERROR_TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
 ERROR_TOO_MANY_JUNK_COMMANDS = _r(421, "4.7.0", "Too many junk commands, closing connection")
+
+
+# Over SMTP a PerRecipient with replies of different classes has no one true reply.
+_MIXED_OVER_SMTP = _r(
+    451, "4.3.0", "Requested action aborted: per-recipient replies differ (SMTP has one reply)"
+)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class PerRecipient(Response):
+    """One reply per recipient, in RCPT order: what an LMTP handler may return (RFC 2033 4.2).
+
+    It is a ``Response`` (so middleware and ``chain()`` take it as one): its own code and text
+    are the one reply SMTP can give, ``smtp`` when given, else the first reply when every reply
+    is of the same class (all 2xx, all 4xx or all 5xx), else ``451 4.3.0``: an SMTP client
+    cannot be told that some recipients were refused, and a 250 would lose them.
+
+    Attributes:
+        replies: One final reply per recipient, in RCPT order (None given became
+            ``SUCCESS_MESSAGE_ACCEPTED``).
+
+    Args:
+        replies: One per recipient of ``envelope.rcpt_to``; None means ``250 2.0.0`` accepted.
+            A count that differs from the recipients' is a handler error (``451 4.3.0`` to
+            each, logged).
+        smtp: The reply to give instead when the message came over SMTP.
+
+    Raises:
+        ValueError: ``replies`` is empty.
+    """
+
+    replies: tuple[Response, ...] = ()
+
+    def __init__(self, replies: Iterable[Response | None], smtp: Response | None = None) -> None:
+        kept = tuple(SUCCESS_MESSAGE_ACCEPTED if r is None else r for r in replies)
+        if not kept:
+            raise ValueError("PerRecipient needs at least one reply")
+        if smtp is None:
+            first = kept[0].code // 100
+            smtp = kept[0] if all(r.code // 100 == first for r in kept) else _MIXED_OVER_SMTP
+        object.__setattr__(self, "replies", kept)
+        Response.__init__(self, smtp.code, smtp.enhanced, smtp.text)

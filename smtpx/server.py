@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ._session import ClientInfo, Session
+from ._unix import DEFAULT_UNIX_MODE, UnixListener, unix_path
 from .auth import MECHANISMS, Authenticator, AuthThrottle, SaslMechanism
 from .handler import (
     NOOP_HANDLER,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_UNRECOGNIZED_COMMANDS",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_UNIX_MODE",
     "LOOPBACK_NETWORKS",
     "ClientInfo",
     "Server",
@@ -80,6 +82,12 @@ def parse_addr(addr: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
+def _describe_sockname(name: object) -> str:
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return f"unix:{name!s}"
+
+
 def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
     return tuple(
         v if not isinstance(v, str) else ipaddress.ip_network(v, strict=False) for v in values
@@ -91,7 +99,11 @@ class Server:
 
     Args:
         hostname: Name used in the greeting and EHLO reply; defaults to the machine's name.
-        addr: ``"host:port"`` to listen on; ``":2525"`` listens on every interface.
+        addr: ``"host:port"`` to listen on; ``":2525"`` listens on every interface;
+            ``"unix:/path"`` listens on a Unix-domain socket (SMTP or LMTP). Only a stale
+            socket at that path is replaced; a symlink, a regular file, a directory or a
+            socket a server listens on is a startup error, left untouched. The socket file is
+            removed at shutdown.
         handler: Receives each envelope after DATA: a ``Handler`` or a function (async, or
             plain, which then runs in a worker thread). Defaults to accept-and-discard.
         middlewares: Wrap the handler; the first is outermost.
@@ -152,6 +164,16 @@ class Server:
             1 s doubling up to 8 s before each failure reply, ``421 4.7.0`` and close after 3
             failures on a connection or 20 from one address in 15 minutes.
         auth_mechanisms: SASL mechanisms offered, by upper-case name (default PLAIN, LOGIN).
+        lmtp: Speak LMTP (RFC 2033) instead of SMTP: LHLO (HELO and EHLO get 500), and after
+            the message one reply per accepted recipient, in RCPT order. The handler may
+            return one ``Response`` for all, or a ``PerRecipient``.
+        dsn: Advertise DSN (RFC 3461) and parse RET, ENVID, NOTIFY and ORCPT into
+            ``envelope.dsn_ret``, ``envelope.dsn_envid`` and ``envelope.rcpt_dsn``; without it
+            those parameters get ``555 5.5.4``.
+        offer_requiretls: Advertise REQUIRETLS (RFC 8689) on TLS connections; the MAIL flag
+            reaches the handler as ``envelope.requiretls``. Needs ``tls``.
+        unix_mode: Permission bits of a Unix socket file (default 0660), set before it
+            accepts connections, whatever the umask.
     """
 
     def __init__(
@@ -189,7 +211,15 @@ class Server:
         auth_allow_insecure: bool = False,
         auth_throttle: AuthThrottle | None = None,
         auth_mechanisms: Mapping[str, Callable[[], SaslMechanism]] = MECHANISMS,
+        lmtp: bool = False,
+        dsn: bool = False,
+        offer_requiretls: bool = False,
+        unix_mode: int = DEFAULT_UNIX_MODE,
     ) -> None:
+        if offer_requiretls and tls is None:
+            raise ValueError("offer_requiretls needs a tls context")
+        if not 0 <= unix_mode <= 0o777:
+            raise ValueError("unix_mode must be permission bits, 0 to 0o777")
         if tls_always_on and tls is None:
             raise ValueError("tls_always_on needs a tls context")
         if require_tls and tls is None:
@@ -218,7 +248,16 @@ class Server:
             raise ValueError("max_session_time must not be negative")
         self.hostname = hostname or socket.gethostname()
         self.addr = addr
-        parse_addr(addr)  # fail early on a malformed address
+        self.unix_path = unix_path(addr)
+        if self.unix_path is None:
+            parse_addr(addr)  # fail early on a malformed address
+        elif workers > 1:
+            raise ValueError("a unix socket address works with workers=1")
+        self.unix_mode = unix_mode
+        self.lmtp = lmtp
+        self.dsn = dsn
+        self.offer_requiretls = offer_requiretls
+        self._unix: UnixListener | None = None
         self.logger = logger or logging.getLogger("smtpx")
         self.tls = tls
         self.tls_always_on = tls_always_on
@@ -269,6 +308,9 @@ class Server:
             auth_mechanisms=tuple(self.auth_mechanisms) if authenticator is not None else (),
             auth_insecure=auth_allow_insecure,
             auth_required=auth_required,
+            lmtp=lmtp,
+            dsn=dsn,
+            offer_requiretls=offer_requiretls,
         )
         self._protocol_config = self._base_config
         self.handler = handler if handler is not None else NOOP_HANDLER
@@ -357,8 +399,10 @@ class Server:
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         for sock in self.sockets:
-            return int(sock.getsockname()[1])
-        raise RuntimeError("server is not listening")
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                return int(name[1])
+        raise RuntimeError("server is not listening on TCP")
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
@@ -448,6 +492,17 @@ class Server:
                 servers = [
                     await loop.create_server(self._new_session, sock=s, backlog=1024) for s in socks
                 ]
+            elif self.unix_path is not None:
+                # Bound here, not by create_unix_server, which would remove any socket at the
+                # path (a live one too) and follow a symlink.
+                self._unix = UnixListener(self.unix_path, self.unix_mode)
+                try:
+                    servers = [
+                        await loop.create_unix_server(self._new_session, sock=self._unix.sock)
+                    ]
+                except BaseException:
+                    self._remove_unix()
+                    raise
             else:
                 host, port = parse_addr(self.addr)
                 servers = [
@@ -467,10 +522,17 @@ class Server:
         if self.timeout or self.max_session_time:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
-            "listening on %s (pid %d)",
-            ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets),
+            "listening on %s (pid %d)%s",
+            ", ".join(_describe_sockname(s.getsockname()) for s in self.sockets),
             os.getpid(),
+            " (LMTP)" if self.lmtp else "",
         )
+
+    def _remove_unix(self) -> None:
+        unix, self._unix = self._unix, None
+        if unix is not None:
+            unix.remove()
+            unix.sock.close()
 
     async def serve(self) -> None:
         """Start (unless started) and run until ``shutdown`` completes.
@@ -557,6 +619,7 @@ class Server:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(srv.wait_closed(), 5)
         self._servers = []
+        self._remove_unix()
         self._state = ServerState.STOPPED
         if self._stopped is not None:
             self._stopped.set()

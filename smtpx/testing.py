@@ -36,7 +36,7 @@ from typing_extensions import Self
 
 from .envelope import Envelope
 from .handler import Handler, HandlerFunc, Middleware, SyncHandlerFunc
-from .responses import Response
+from .responses import PerRecipient, Response
 from .server import Server, ServerState
 
 __all__ = [
@@ -99,7 +99,15 @@ class _ControllerBase:
     def _recorder(self, next_: HandlerFunc) -> HandlerFunc:
         async def record(envelope: Envelope) -> Response | None:
             response = await next_(envelope)
-            if response is None or response.is_success:
+            # LMTP: a PerRecipient that accepts any recipient delivered the message.
+            if (
+                response is None
+                or response.is_success
+                or (
+                    isinstance(response, PerRecipient)
+                    and any(r.is_success for r in response.replies)
+                )
+            ):
                 with self._recorded:
                     self._envelopes.append(envelope)
                     self._recorded.notify_all()

@@ -41,7 +41,7 @@ def test_reader_modules_export_the_same_names(modules: tuple[ModuleType, ModuleT
 def test_reader_classes_have_the_same_public_names(modules: tuple[ModuleType, ModuleType]) -> None:
     pure, compiled = modules
     assert public(pure.DataReader) == public(compiled.DataReader)
-    assert public(pure.DataReader) == {"done", "feed", "result", "size"}
+    assert public(pure.DataReader) == {"done", "feed", "finish", "result", "size"}
 
 
 @pytest.mark.parametrize("method", ["feed", "result"])
@@ -92,6 +92,7 @@ def test_reader_init_parameters(modules: tuple[ModuleType, ModuleType]) -> None:
         ("limit", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
         ("normalize", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
         ("allow_nul", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
+        ("bdat", inspect.Parameter.POSITIONAL_OR_KEYWORD, False),
     ]
     for module in modules:
         for reader in (
@@ -106,7 +107,11 @@ def test_reader_init_parameters(modules: tuple[ModuleType, ModuleType]) -> None:
         with pytest.raises(TypeError):
             module.DataReader()
         with pytest.raises(TypeError):
-            module.DataReader(7, False, True, 1)
+            module.DataReader(7, False, True, False, 1)
+        for reader in (module.DataReader(7, False, False, True), module.DataReader(7, bdat=True)):
+            assert reader.feed(b"..\r\n.\r\n") == 7
+            reader.finish()
+            assert reader.result() == b"..\r\n.\r\n"
 
 
 def test_header_parsers_have_the_same_parameters() -> None:

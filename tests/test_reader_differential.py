@@ -123,3 +123,45 @@ def test_twins_agree_on_well_formed_mail(lines: list[bytes], chunk: int, normali
         seen = trace(impl.reader_cls(), data, cuts, 1 << 30, normalize, allow_nul=True)
         assert seen[-1] == expected
         assert sum(step[0] for step in seen[:-1]) == len(data) - len(b"QUIT\r\n")  # type: ignore[index]
+
+
+def trace_bdat(
+    cls: type[DataReaderLike],
+    data: bytes,
+    cuts: list[int],
+    limit: int,
+    normalize: bool,
+    allow_nul: bool,
+) -> list[object]:
+    reader = cls(limit, normalize, allow_nul, bdat=True)
+    seen: list[object] = []
+    pos = 0
+    for cut in [*sorted(cuts), len(data)]:
+        seen.append((reader.feed(data[pos:cut]), reader.done, reader.size))
+        pos = cut
+    reader.finish()
+    seen.append((reader.done, reader.size))
+    try:
+        result: object = reader.result()
+        assert type(result) is bytes
+    except (LimitError, BareLineEndingError, NulByteError) as exc:
+        result = (type(exc), str(exc))
+    seen.append(result)
+    return seen
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=messages,
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    limit=st.one_of(st.integers(min_value=0, max_value=64), st.just(1 << 20)),
+    normalize=st.booleans(),
+    allow_nul=st.booleans(),
+)
+def test_twins_agree_in_bdat_mode(
+    data: bytes, cuts: list[int], limit: int, normalize: bool, allow_nul: bool
+) -> None:
+    cuts = [min(c, len(data)) for c in cuts]
+    assert trace_bdat(PURE.reader_cls(), data, cuts, limit, normalize, allow_nul) == trace_bdat(
+        COMPILED.reader_cls(), data, cuts, limit, normalize, allow_nul
+    )

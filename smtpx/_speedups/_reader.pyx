@@ -23,6 +23,9 @@ cdef enum Held:
     HELD_DOTCR = 4  # "\r\n.\r": the end marker when a LF follows
 
 cdef const char* CRLF = b"\r\n"
+# Output pieces shorter than this are gathered in one buffer (see the pure twin's _SMALL).
+cdef Py_ssize_t SMALL = 1024
+cdef Py_ssize_t TAIL_FLUSH = 65536
 
 
 cdef inline Py_ssize_t find_byte(const char* s, Py_ssize_t i, Py_ssize_t n, int c) noexcept nogil:
@@ -44,6 +47,8 @@ cdef class DataReader:
             and refused.
         normalize: Keep each bare CR or LF as CRLF instead of refusing the message.
         allow_nul: Keep NUL bytes instead of refusing the message (off: RFC 5322 2.3).
+        bdat: BDAT mode (RFC 3030): every byte fed is message content, nothing is unstuffed,
+            and the message ends when ``finish()`` is called after the LAST chunk.
     """
 
     cdef Py_ssize_t _limit
@@ -54,9 +59,11 @@ cdef class DataReader:
     cdef bint _over
     cdef bint _bad
     cdef bint _virtual
+    cdef bint _bdat
     cdef Held _held
     cdef Py_ssize_t _size
     cdef list _parts
+    cdef bytearray _tail
     # Scratch output for one feed(), reused; bytes are copied out of it once per feed.
     cdef char* _out
     cdef Py_ssize_t _out_cap
@@ -69,7 +76,9 @@ cdef class DataReader:
         self._out = NULL
         self._out_cap = 0
 
-    def __init__(self, Py_ssize_t limit, bint normalize=False, bint allow_nul=False):
+    def __init__(
+        self, Py_ssize_t limit, bint normalize=False, bint allow_nul=False, bint bdat=False
+    ):
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self._limit = limit
@@ -80,16 +89,19 @@ cdef class DataReader:
         self._over = False
         self._bad = False
         self._size = 0
-        self._held = HELD_CRLF
-        self._virtual = True
+        self._bdat = bdat
+        # BDAT has no dot-stuffing: no virtual line start, only a trailing CR is ever held.
+        self._held = HELD_NONE if bdat else HELD_CRLF
+        self._virtual = not bdat
         self._parts = []
+        self._tail = bytearray()
 
     def __dealloc__(self):
         free(self._out)
 
     @property
     def done(self):
-        """True once the end-of-data marker has been consumed."""
+        """True once the end-of-data marker has been consumed (BDAT: once ``finish()`` ran)."""
         return self._done
 
     @property
@@ -229,28 +241,60 @@ cdef class DataReader:
         self._emit(s + start, n - start)
         return n
 
-    def feed(self, data):
-        """Consume message bytes; return how many of ``data`` belong to the message.
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef void _scan_bdat(self, const char* s, Py_ssize_t n) noexcept nogil:
+        """BDAT mode: process all of ``s[:n]``; a trailing CR is held for the next chunk."""
+        cdef Py_ssize_t i = 0
+        cdef Py_ssize_t start, q
+        cdef Py_ssize_t cr = -1
+        cdef Py_ssize_t lf = -1
+        if self._held == HELD_CR:
+            self._held = HELD_NONE
+            if s[0] == b"\n":
+                self._emit(CRLF, 2)
+                i = 1
+            else:
+                self._emit_bare(b"\r")
+        start = i
+        while True:
+            if cr < i:
+                cr = find_byte(s, i, n, b"\r")
+            if lf < i:
+                lf = find_byte(s, i, n, b"\n")
+            if lf < cr:
+                # A LF with no CR in front of it (as in _scan).
+                if self._normalize:
+                    self._emit(s + start, lf - start)
+                    start = lf + 1
+                    self._emit_bare(b"\n")
+                else:
+                    self._bare += 1
+                i = lf + 1
+                continue
+            if cr == n:
+                break
+            q = cr
+            if q + 1 == n:
+                self._emit(s + start, q - start)
+                self._held = HELD_CR
+                return
+            if s[q + 1] != b"\n":
+                if self._normalize:
+                    self._emit(s + start, q - start)
+                    start = q + 1
+                    self._emit_bare(b"\r")
+                else:
+                    self._bare += 1
+                i = q + 1
+                continue
+            i = q + 2
+        self._emit(s + start, n - start)
 
-        Args:
-            data: the next bytes from the client, cut anywhere.
-
-        Returns:
-            ``len(data)`` while the end marker is not complete; once it is, the count up to and
-            including its final LF (what follows is the next pipelined command, RFC 2920).
-            0 after ``done``.
-
-        Raises:
-            TypeError: ``data`` is not ``bytes``.
-        """
-        cdef Py_ssize_t n, need, consumed
+    cdef int _prepare(self, Py_ssize_t n) except -1:
+        """Size the scratch output for ``n`` input bytes and reset the per-feed counters."""
+        cdef Py_ssize_t need
         cdef char* grown
-        cdef const char* s
-        if not isinstance(data, bytes):
-            raise TypeError(f"feed() needs bytes, not {type(data).__name__}")
-        n = PyBytes_GET_SIZE(data)
-        if self._done or n == 0:
-            return 0
         # Output is at most the held bytes plus the chunk, twice that when every byte is a
         # bare line end being normalized.
         need = n + 4
@@ -265,10 +309,82 @@ cdef class DataReader:
             self._out_cap = need
         self._out_len = 0
         self._bare = 0
-        s = PyBytes_AS_STRING(data)
-        consumed = self._scan(s, n)
+        return 0
+
+    cdef int _commit(self) except -1:
+        """Account for the output of one step: flags, size, and the kept bytes."""
         if self._bare and not self._normalize:
             self._bad = True
+        self._size += self._out_len
+        if self._size > self._limit:
+            self._over = True
+        if self._over or self._bad or self._nul:
+            self._parts.clear()  # memory stays bounded by the limit
+            del self._tail[:]
+        elif self._out_len >= SMALL:
+            self._flush_tail()
+            self._parts.append(PyBytes_FromStringAndSize(self._out, self._out_len))
+        elif self._out_len:
+            self._tail += PyBytes_FromStringAndSize(self._out, self._out_len)
+            if len(self._tail) >= TAIL_FLUSH:
+                self._flush_tail()
+        if self._done:
+            free(self._out)
+            self._out = NULL
+            self._out_cap = 0
+        return 0
+
+    cdef int _flush_tail(self) except -1:
+        if len(self._tail):
+            self._parts.append(bytes(self._tail))
+            del self._tail[:]
+        return 0
+
+    def finish(self):
+        """BDAT mode: the LAST chunk was fed; judge a held CR (it is bare) and end the message.
+
+        Raises:
+            RuntimeError: the reader is not in BDAT mode (DATA ends at its end marker).
+        """
+        if not self._bdat:
+            raise RuntimeError("finish() is for BDAT mode; DATA ends at CRLF . CRLF")
+        if self._done:
+            return
+        self._prepare(1)
+        if self._held == HELD_CR:
+            self._held = HELD_NONE
+            self._emit_bare(b"\r")
+        self._done = True
+        self._commit()
+
+    def feed(self, data):
+        """Consume message bytes; return how many of ``data`` belong to the message.
+
+        Args:
+            data: the next bytes from the client, cut anywhere.
+
+        Returns:
+            ``len(data)`` while the end marker is not complete; once it is, the count up to and
+            including its final LF (what follows is the next pipelined command, RFC 2920).
+            0 after ``done``.
+
+        Raises:
+            TypeError: ``data`` is not ``bytes``.
+        """
+        cdef Py_ssize_t n, consumed
+        cdef const char* s
+        if not isinstance(data, bytes):
+            raise TypeError(f"feed() needs bytes, not {type(data).__name__}")
+        n = PyBytes_GET_SIZE(data)
+        if self._done or n == 0:
+            return 0
+        self._prepare(n)
+        s = PyBytes_AS_STRING(data)
+        if self._bdat:
+            self._scan_bdat(s, n)
+            consumed = n
+        else:
+            consumed = self._scan(s, n)
         # Held bytes are a prefix of CRLF "." CRLF, so every NUL of the message lies in the
         # consumed part of ``data``; bytes after the end marker belong to the next command.
         if (
@@ -278,17 +394,7 @@ cdef class DataReader:
             and memchr(s, 0, <size_t>consumed) != NULL
         ):
             self._nul = True
-        self._size += self._out_len
-        if self._size > self._limit:
-            self._over = True
-        if self._over or self._bad or self._nul:
-            self._parts.clear()  # memory stays bounded by the limit
-        elif self._out_len:
-            self._parts.append(PyBytes_FromStringAndSize(self._out, self._out_len))
-        if self._done:
-            free(self._out)
-            self._out = NULL
-            self._out_cap = 0
+        self._commit()
         return consumed
 
     def result(self):
@@ -311,6 +417,7 @@ cdef class DataReader:
             raise BareLineEndingError()
         if self._nul:
             raise NulByteError()
+        self._flush_tail()
         parts = self._parts
         if len(parts) != 1:
             joined = b"".join(parts)

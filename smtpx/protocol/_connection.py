@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from smtpx import auth as _auth
 from smtpx import responses as R
 from smtpx._impl import DataReader
 from smtpx.address import Address
+from smtpx.dsn import RecipientDSN, ReturnContent
 from smtpx.errors import BareLineEndingError, LimitError, NulByteError
 from smtpx.responses import Response
 
@@ -23,6 +24,7 @@ from ._commands import (
     split_path_and_params,
     xtext_decode,
 )
+from ._dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from ._events import (
     NEED_DATA,
     AuthRequest,
@@ -48,15 +50,29 @@ _XCLIENT_ATTRS = frozenset(
     {"NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT"}
 )
 _HELP = R.Response(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
-_NOT_IMPLEMENTED = frozenset(
-    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "AUTH", "BDAT"}
-)
+_NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "AUTH"})
 _XCLIENT_DENIED = R.Response(550, "5.7.0", "Insufficient authorization")
 _TOO_MUCH_INPUT = R.Response(421, "4.7.0", "Too much pipelined input, closing connection")
 _MAX_PIPELINED = 1024 * 1024
 _XCLIENT_IN_TRANSACTION = R.Response(503, "5.5.1", "XCLIENT not allowed inside a transaction")
 _XCLIENT_BAD_VALUE = R.Response(501, "5.5.4", "Bad XCLIENT attribute value")
 _INTERNAL_ERROR_CLOSE = R.Response(421, "4.3.0", "Internal error, closing connection")
+# RFC 3030 2: a malformed chunk size leaves the octets that follow unframed; read as commands,
+# they would be message text executed as SMTP (smuggling). Answer 501 and hang up, as Postfix
+# does (it says 521).
+_BDAT_MALFORMED = R.Response(501, "5.5.4", "Malformed BDAT command, closing connection")
+# A chunk larger than max_size is never read: refuse it and close (Postfix: 552 5.3.4).
+_BDAT_TOO_BIG = R.Response(552, "5.3.4", "Chunk exceeds message size limit, closing connection")
+_BDAT_NEEDS_MAIL = R.Response(503, "5.5.1", "Need MAIL before BDAT")
+_BDAT_NEEDS_RCPT = R.Response(503, "5.5.1", "Need RCPT before BDAT")
+_BDAT_NEEDS_EHLO = R.Response(503, "5.5.1", "Send EHLO first")
+_DATA_AFTER_BDAT = R.Response(503, "5.5.1", "DATA not allowed in a BDAT transaction")
+# RFC 2033 4.1: an LMTP server does not accept HELO or EHLO.
+_LMTP_NEEDS_LHLO = R.Response(500, "5.5.1", "This is an LMTP server: use LHLO")
+# RFC 8689 5: REQUIRETLS on a connection without TLS.
+_REQUIRETLS_NEEDS_TLS = R.Response(530, "5.7.10", "REQUIRETLS needs a TLS connection")
+# Digits of the largest chunk size read at all; more digits are over any max_size.
+_MAX_SIZE_DIGITS = 20
 # RFC 4954 6: "530 5.7.0 Authentication required".
 AUTH_REQUIRED = R.Response(530, "5.7.0", "Authentication required")
 _AUTH_NEEDS_EHLO = R.Response(503, "5.5.1", "Send EHLO first")
@@ -65,7 +81,7 @@ _TOO_LONG = bytes(bytearray(b"<too long>"))
 # RFC 2920 3.1: these end a group of pipelined commands; the client waits for their reply.
 # QUIT is left out (input after it is dropped with the connection), STARTTLS too (RFC 3207 5:
 # the core discards what follows it).
-_LAST_IN_GROUP = frozenset({b"EHLO", b"HELO", b"DATA", b"VRFY", b"EXPN", b"TURN", b"NOOP"})
+_LAST_IN_GROUP = frozenset({b"EHLO", b"HELO", b"LHLO", b"DATA", b"VRFY", b"EXPN", b"TURN", b"NOOP"})
 _ERROR_CLASSES = frozenset(b"45")  # first byte of a 4xx or 5xx reply
 
 
@@ -121,6 +137,11 @@ class Connection:
 
     __slots__ = (
         "_buf",
+        "_chunk_last",
+        "_chunk_left",
+        "_chunk_refusal",
+        "_chunk_size",
+        "_chunking",
         "_config",
         "_decision",
         "_discarding",
@@ -137,11 +158,15 @@ class Connection:
         "_violation",
         "authenticated",
         "body_type",
+        "dsn_envid",
+        "dsn_ret",
         "esmtp",
         "helo",
         "mail_auth",
         "mail_from",
+        "rcpt_dsn",
         "rcpt_to",
+        "requiretls",
         "state",
         "tls_active",
         "utf8",
@@ -167,6 +192,14 @@ class Connection:
         # input now is improper pipelining (forbid_unauth_pipelining).
         self._sync = False
         self._violation = False
+        # BDAT (RFC 3030): octets of the current chunk still to read, whether it is LAST, the
+        # reply to give once it is read when it is refused, and whether BDAT started the
+        # transaction (DATA then gets 503).
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_refusal: Response | None = None
+        self._chunking = False
         # What accepting the command held in AWAIT_REPLY does (hooks; see decide()).
         self._decision: Callable[[Response | None], None] | None = None
         self.state = State.COMMAND
@@ -178,6 +211,10 @@ class Connection:
         self.rcpt_to: list[Address] = []
         self.utf8 = False
         self.body_type = ""
+        self.dsn_ret: ReturnContent | None = None
+        self.dsn_envid: str | None = None
+        self.rcpt_dsn: list[RecipientDSN] = []
+        self.requiretls = False
         self.authenticated: str | None = None  # the identity AUTH established
         self.mail_auth: str | None = None  # MAIL AUTH= (RFC 4954 5), None for <>
 
@@ -198,14 +235,31 @@ class Connection:
     def _reply(self, response: Response) -> None:
         self._out.append(response.wire())
 
-    def send(self, response: Response) -> None:
-        """Answer the pending ``Message`` event; the transaction ends either way."""
+    def send(self, response: Response | Sequence[Response]) -> None:
+        """Answer the pending ``Message`` event; the transaction ends either way.
+
+        Args:
+            response: The reply. With LMTP (RFC 2033 4.2) one reply per recipient is sent, in
+                RCPT order: a single Response is repeated for each, or pass a sequence with
+                exactly one per recipient. Over SMTP a sequence must hold exactly one.
+
+        Raises:
+            ProtocolError: No message awaits a reply, or the sequence has the wrong length.
+        """
         if self.state is not State.AWAIT_REPLY or self._decision is not None:
             raise ProtocolError(f"send() in state {self.state}")
-        self._reply(response)
+        count = len(self.rcpt_to) if self._config.lmtp else 1
+        if isinstance(response, Response):
+            replies: Sequence[Response] = (response,) * count
+        else:
+            replies = response
+            if len(replies) != count:
+                raise ProtocolError(f"send() needs {count} replies, got {len(replies)}")
+        for reply in replies:
+            self._reply(reply)
         self._reset_transaction()
         self.state = State.COMMAND
-        if response.is_success:
+        if any(reply.is_success for reply in replies):
             # Postfix: the junk command count is reset after mail is delivered, and the hard
             # error limit counts errors "without delivering mail".
             self._errors = 0
@@ -298,6 +352,11 @@ class Connection:
         self.body_type = ""
         self.mail_auth = None
         self._reader = None
+        self._chunking = False
+        self.dsn_ret = None
+        self.dsn_envid = None
+        self.rcpt_dsn = []
+        self.requiretls = False
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
@@ -326,11 +385,22 @@ class Connection:
                 self._pos = 0
                 self._finish_data()
             return
+        if self.state is State.BDAT and self._pos >= len(self._buf):
+            # Hot path for chunk bytes: straight to the reader (or dropped), no buffer copy.
+            take = min(self._chunk_left, len(data))
+            self._chunk_bytes(data if take == len(data) else data[:take])
+            if take == len(data):
+                return
+            data = data[take:]  # the chunk ended: the rest is the next command
         if self._pos > 65536:
             del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
-        if self.state is not State.DATA and len(self._buf) - self._pos > _MAX_PIPELINED:
+        if (
+            self.state is not State.DATA
+            and self.state is not State.BDAT
+            and len(self._buf) - self._pos > _MAX_PIPELINED
+        ):
             # Input piles up while a reply is owed: a client that floods us is dropped.
             self.close(_TOO_MUCH_INPUT)
 
@@ -433,6 +503,23 @@ class Connection:
                     self.state = State.CLOSED
                     return ConnectionClosed(in_data=True)
                 return NEED_DATA
+            elif state is State.BDAT:
+                available = len(self._buf) - self._pos
+                if self._chunk_left and available:
+                    take = min(self._chunk_left, available)
+                    start = self._pos
+                    self._chunk_bytes(bytes(self._buf[start : start + take]))
+                    self._pos = start + take
+                    if self._pos >= len(self._buf):
+                        self._buf.clear()
+                        self._pos = 0
+                if not self._chunk_left:
+                    self._end_chunk()
+                    continue
+                if self._eof:
+                    self.state = State.CLOSED
+                    return ConnectionClosed(in_data=True)
+                return NEED_DATA
             else:
                 return NEED_DATA
 
@@ -514,10 +601,38 @@ class Connection:
         return None
 
     def _helo(self, arg: str) -> Event | None:
+        if self._config.lmtp:
+            self._reply(_LMTP_NEEDS_LHLO)
+            return None
         return self._greet(arg, extended=False)
 
     def _ehlo(self, arg: str) -> Event | None:
+        if self._config.lmtp:
+            self._reply(_LMTP_NEEDS_LHLO)
+            return None
         return self._greet(arg, extended=True)
+
+    def _lhlo(self, arg: str) -> Event | None:
+        if not self._config.lmtp:
+            return self._unknown("LHLO")
+        return self._greet(arg, extended=True)  # RFC 2033 4.1: LHLO is EHLO for LMTP
+
+    def ehlo_keywords(self) -> list[str]:
+        """The extensions the EHLO (or LHLO) reply advertises on this connection, in order."""
+        cfg = self._config
+        lines = [f"SIZE {cfg.max_size}", "8BITMIME", "PIPELINING", "CHUNKING"]
+        lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
+        if cfg.dsn:
+            lines.append("DSN")
+        if cfg.offer_requiretls and self.tls_active:
+            lines.append("REQUIRETLS")  # RFC 8689 4: only where TLS is in effect
+        if cfg.tls_available and not self.tls_active:
+            lines.append("STARTTLS")
+        if cfg.auth_mechanisms and (self.tls_active or cfg.auth_insecure):
+            lines.append("AUTH " + " ".join(cfg.auth_mechanisms))
+        if self.xclient:
+            lines.append("XCLIENT " + " ".join(sorted(_XCLIENT_ATTRS)))
+        return lines
 
     def _greet(self, arg: str, *, extended: bool) -> Event | None:
         name = parse_domain_arg(arg, utf8=extended)
@@ -541,14 +656,7 @@ class Connection:
                 self._out.append(f"250 {cfg.hostname}\r\n".encode())
             return
         first = response.text if response is not None else f"{cfg.hostname} greets {name}"
-        lines = [first, f"SIZE {cfg.max_size}", "8BITMIME", "PIPELINING"]
-        lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
-        if cfg.tls_available and not self.tls_active:
-            lines.append("STARTTLS")
-        if cfg.auth_mechanisms and (self.tls_active or cfg.auth_insecure):
-            lines.append("AUTH " + " ".join(cfg.auth_mechanisms))
-        if self.xclient:
-            lines.append("XCLIENT " + " ".join(sorted(_XCLIENT_ATTRS)))
+        lines = [first, *self.ehlo_keywords()]
         last = len(lines) - 1
         self._out.append(
             "".join(f"250{' ' if i == last else '-'}{t}\r\n" for i, t in enumerate(lines)).encode()
@@ -572,8 +680,11 @@ class Connection:
         except CommandSyntaxError as exc:
             raise _as_sender_error(exc) from None
         params = parse_params(rest)
-        utf8 = False
+        utf8 = "SMTPUTF8" in params
         body = ""
+        ret: ReturnContent | None = None
+        envid: str | None = None
+        requiretls = False
         mail_auth: str | None = None
         for key, value in params.items():
             if key == "SIZE":
@@ -591,7 +702,17 @@ class Connection:
             elif key == "SMTPUTF8":
                 if value is not None:
                     raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
-                utf8 = True
+            elif key == "RET" and self._config.dsn:
+                ret = parse_ret(value)
+            elif key == "ENVID" and self._config.dsn:
+                envid = parse_envid(value)
+            elif key == "REQUIRETLS" and self._config.offer_requiretls:
+                if value is not None:
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+                if not self.tls_active:
+                    self._reply(_REQUIRETLS_NEEDS_TLS)
+                    return None
+                requiretls = True
             elif key == "AUTH" and self._config.auth_mechanisms:
                 # RFC 4954 5: xtext; from a client that has not authenticated, AUTH=<>.
                 if value is None:
@@ -603,18 +724,20 @@ class Connection:
                 except ValueError:
                     raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR) from None
             else:
+                # RFC 5321 4.1.1.11 / RFC 3461 4: DSN parameters without dsn land here too.
                 self._reply(R.FAIL_UNKNOWN_PARAMETER)
                 return None
         try:
             address = parse_path(path, utf8=utf8, allow_null=True, allow_postmaster=False)
         except CommandSyntaxError as exc:
             raise _as_sender_error(exc) from None
+        dsn = (ret, envid, requiretls)
         if self._config.hook_mail:
             return self._hold(
                 MailFrom(address, params),
-                lambda r: self._mail_accepted(address, utf8, body, mail_auth, r),
+                lambda r: self._mail_accepted(address, utf8, body, mail_auth, dsn, r),
             )
-        self._mail_accepted(address, utf8, body, mail_auth, None)
+        self._mail_accepted(address, utf8, body, mail_auth, dsn, None)
         return MailFrom(address, params)
 
     def _mail_accepted(
@@ -623,12 +746,14 @@ class Connection:
         utf8: bool,
         body: str,
         mail_auth: str | None,
+        dsn: tuple[ReturnContent | None, str | None, bool],
         response: Response | None,
     ) -> None:
         self.mail_from = address
         self.utf8 = utf8
         self.body_type = body
         self.mail_auth = mail_auth
+        self.dsn_ret, self.dsn_envid, self.requiretls = dsn
         self._reply(R.SUCCESS_MAIL_CMD if response is None else response)
 
     def _rcpt(self, arg: str) -> Event | None:
@@ -637,21 +762,35 @@ class Connection:
             return None
         path, rest = split_path_and_params(arg, "TO:")
         params = parse_params(rest)
+        dsn = _NO_DSN
         if params:
-            self._reply(R.FAIL_UNKNOWN_PARAMETER)
-            return None
+            if not self._config.dsn or not params.keys() <= {"NOTIFY", "ORCPT"}:
+                self._reply(R.FAIL_UNKNOWN_PARAMETER)
+                return None
+            notify = params.get("NOTIFY", "")
+            orcpt = params.get("ORCPT", "")
+            dsn = RecipientDSN(
+                None if notify == "" else parse_notify(notify),
+                None if orcpt == "" else parse_orcpt(orcpt, utf8=self.utf8),
+            )
         address = parse_path(path, utf8=self.utf8, allow_null=False, allow_postmaster=True)
         if len(self.rcpt_to) >= self._config.max_recipients:
             self._reply(R.ERROR_TOO_MANY_RECIPIENTS)  # RFC 5321 4.5.3.1.10
             return None
         if self._config.hook_rcpt:
-            return self._hold(RcptTo(address, params), lambda r: self._rcpt_accepted(address, r))
+            return self._hold(
+                RcptTo(address, params), lambda r: self._rcpt_accepted(address, dsn, r)
+            )
         self.rcpt_to.append(address)
+        self.rcpt_dsn.append(dsn)
         self._reply(R.SUCCESS_RCPT_CMD)
         return RcptTo(address, params)
 
-    def _rcpt_accepted(self, address: Address, response: Response | None) -> None:
+    def _rcpt_accepted(
+        self, address: Address, dsn: RecipientDSN, response: Response | None
+    ) -> None:
         self.rcpt_to.append(address)
+        self.rcpt_dsn.append(dsn)
         self._reply(R.SUCCESS_RCPT_CMD if response is None else response)
 
     def _data(self, arg: str) -> Event | None:
@@ -662,6 +801,9 @@ class Connection:
             return None
         if not self.rcpt_to:
             self._reply(R.FAIL_NO_RECIPIENTS_DATA_CMD)
+            return None
+        if self._chunking:
+            self._reply(_DATA_AFTER_BDAT)  # RFC 3030 2: no mixing in one transaction
             return None
         self._reply(R.SUCCESS_DATA_CMD)
         cfg = self._config
@@ -676,21 +818,106 @@ class Connection:
         try:
             data = reader.result()
         except LimitError:
-            self._reply(R.FAIL_MESSAGE_SIZE_EXCEEDED)
+            self._refuse_message(R.FAIL_MESSAGE_SIZE_EXCEEDED)
         except BareLineEndingError:
-            self._reply(R.FAIL_BARE_LINE_ENDING)
+            self._refuse_message(R.FAIL_BARE_LINE_ENDING)
         except NulByteError:
-            self._reply(R.FAIL_NUL_IN_DATA)
+            self._refuse_message(R.FAIL_NUL_IN_DATA)
         else:
             self.state = State.AWAIT_REPLY
             self._reader = None
             self._pending = Message(
-                self.mail_from, tuple(self.rcpt_to), data, self.utf8, self.body_type
+                self.mail_from,
+                tuple(self.rcpt_to),
+                data,
+                self.utf8,
+                self.body_type,
+                self.dsn_ret,
+                self.dsn_envid,
+                tuple(self.rcpt_dsn),
+                self.requiretls,
+                self._chunking,
             )
-            return
+
+    def _refuse_message(self, response: Response) -> None:
+        """The core refuses the whole message; the transaction ends.
+
+        One reply, or with LMTP one per recipient (RFC 2033 4.2: else the client falls out
+        of step).
+        """
+        for _ in range(len(self.rcpt_to) if self._config.lmtp else 1):
+            self._reply(response)
         self._reset_transaction()
         self.state = State.COMMAND
         self._count_errors(1)  # closes at max_errors; the driver sees State.CLOSED
+
+    # ------------------------------------------------------------------- BDAT
+    def _bdat(self, arg: str) -> Event | None:
+        """``BDAT <size> [LAST]`` (RFC 3030 2): read the chunk, then answer it."""
+        words = arg.split(" ")
+        size_text = words[0]
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        # chunk-size = 1*DIGIT, ASCII only: Arabic-Indic five and superscript two are digits
+        # to str.isdigit, not here.
+        if (
+            not (len(words) == 1 or last)
+            or not size_text
+            or not size_text.isascii()
+            or not size_text.isdigit()
+        ):
+            self.close(_BDAT_MALFORMED)
+            return CloseConnection("malformed BDAT")
+        cfg = self._config
+        size = int(size_text) if len(size_text) <= _MAX_SIZE_DIGITS else cfg.max_size + 1
+        if size > cfg.max_size:
+            self.close(_BDAT_TOO_BIG)
+            return CloseConnection("BDAT chunk over the size limit")
+        if size == 0 and not last and (closed := self._junk_command()) is not None:
+            return closed
+        refusal: Response | None = None
+        if not self.esmtp:
+            refusal = _BDAT_NEEDS_EHLO  # CHUNKING is an EHLO extension
+        elif self.mail_from is None:
+            refusal = _BDAT_NEEDS_MAIL
+        elif not self.rcpt_to:
+            refusal = _BDAT_NEEDS_RCPT
+        elif self._reader is None:
+            self._reader = DataReader(
+                cfg.max_size, cfg.normalize_line_endings, cfg.allow_nul, bdat=True
+            )
+            self._chunking = True
+        self._chunk_refusal = refusal
+        self._chunk_left = self._chunk_size = size
+        self._chunk_last = last
+        self.state = State.BDAT
+        return None
+
+    def _chunk_bytes(self, data: bytes) -> None:
+        """Octets of the current chunk: to the reader, or dropped when the chunk is refused."""
+        self._chunk_left -= len(data)
+        if self._chunk_refusal is None and self._reader is not None:
+            self._reader.feed(data)
+
+    def _end_chunk(self) -> None:
+        """The chunk was read to its end: queue its reply, or the Message for BDAT LAST."""
+        self.state = State.COMMAND
+        refusal, self._chunk_refusal = self._chunk_refusal, None
+        if refusal is not None:
+            self._reply(refusal)
+            self._count_errors(1)
+            return
+        reader = self._reader
+        assert reader is not None
+        if reader.size > self._config.max_size:
+            # RFC 3030 2 / RFC 1870: over the limit across chunks; the transaction is over.
+            # Later chunks the client pipelined are read and refused (no transaction).
+            self._refuse_message(R.FAIL_MESSAGE_SIZE_EXCEEDED)
+            return
+        if not self._chunk_last:
+            self._out.append(f"250 2.0.0 {self._chunk_size} octets received\r\n".encode())
+            return
+        reader.finish()
+        self._finish_data()
 
     def _junk_command(self) -> CloseConnection | None:
         """Count a junk command (NOOP, RSET, VRFY, HELP); over the limit, 421 and close."""
@@ -812,9 +1039,13 @@ class Connection:
         return XClient(attrs)
 
 
+_NO_DSN = RecipientDSN()
+
 _DISPATCH = {
     "HELO": Connection._helo,
     "EHLO": Connection._ehlo,
+    "LHLO": Connection._lhlo,
+    "BDAT": Connection._bdat,
     "MAIL": Connection._mail,
     "RCPT": Connection._rcpt,
     "DATA": Connection._data,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from smtpx.address import Address
+from smtpx.dsn import RecipientDSN, ReturnContent
 
 __all__ = [
     "NEED_DATA",
@@ -61,13 +62,22 @@ class RcptTo:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """DATA completed. The driver must answer it with ``Connection.send(response)``."""
+    """DATA or BDAT LAST completed. The driver must answer it with ``Connection.send``.
+
+    ``rcpt_dsn`` has one entry per recipient (empty ``RecipientDSN()`` without parameters);
+    ``chunked`` tells that the message came by BDAT (RFC 3030).
+    """
 
     mail_from: Address
     rcpt_to: tuple[Address, ...]
     data: bytes
     utf8: bool
     body_type: str
+    dsn_ret: ReturnContent | None = None
+    dsn_envid: str | None = None
+    rcpt_dsn: tuple[RecipientDSN, ...] = ()
+    requiretls: bool = False
+    chunked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

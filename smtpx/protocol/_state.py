@@ -6,6 +6,9 @@ the next input bytes mean:
 - ``COMMAND``: bytes are command lines. Each complete line yields exactly one reply, queued in
   order, so pipelined commands (RFC 2920) get their replies in order and can be written at once.
 - ``DATA``: bytes belong to the message until CRLF.CRLF; they go straight to the DATA reader.
+- ``BDAT``: the next bytes are a BDAT chunk (RFC 3030) of a size the command declared; exactly
+  that many are read, whether the chunk is accepted or refused, so that the client and the
+  server never disagree about where the next command starts.
 - ``AWAIT_REPLY``: the message is complete and the driver owes the reply (``send``). Input is
   buffered, not parsed, until then: a command pipelined after the final dot must not be answered
   before the message is.
@@ -28,7 +31,9 @@ Invariants:
    (logger ``smtpx.protocol``) and answers ``451 4.3.0`` to the command that caused it (the
    session goes on), or ``421 4.3.0`` and closes when it happened while reading a message or
    outside any command.
-3. Memory is bounded: the command buffer by ``max_line_length``, the message by ``max_size``.
+3. Memory is bounded: the command buffer by ``max_line_length``, the message by ``max_size``
+   (DATA and BDAT alike). A BDAT chunk is read even when refused, but never one declared larger
+   than ``max_size``: that one gets ``552 5.3.4`` and the connection closes.
 4. Time is bounded per client: ``max_errors`` error replies or ``max_junk_commands`` junk
    commands without an accepted message end the session with 421 (Postfix's
    ``smtpd_hard_error_limit`` and ``smtpd_junk_command_limit``).
@@ -50,6 +55,7 @@ class State(enum.Enum):
 
     COMMAND = "command"
     DATA = "data"
+    BDAT = "bdat"
     AWAIT_REPLY = "await-reply"
     STARTTLS = "starttls"
     AUTH = "auth"
@@ -82,7 +88,7 @@ class ProtocolConfig:
             VRFY, ETRN, RSET; ETRN and EXPN are answered 502 here and count as errors instead).
             The next one is answered ``421 4.7.0`` and the session ends. Unlike Postfix, which
             then counts each junk command as an error, smtpx closes at once. An accepted message
-            resets the count. 0 disables the limit.
+            resets the count. 0 disables the limit. A non-LAST ``BDAT 0`` counts too.
         forbid_unauth_pipelining: Drop clients that do not wait for a reply where RFC 2920 says
             they must, as Postfix 3.9's ``smtpd_forbid_unauth_pipelining`` (on by default):
             input received after EHLO, HELO, DATA, VRFY, EXPN, TURN or NOOP before their
@@ -100,6 +106,12 @@ class ProtocolConfig:
         allow_nul: Store NUL bytes in DATA. Off by default: a message holding a NUL is read to
             its end and refused with ``550 5.6.0`` (RFC 5322 2.3; a later hop that drops NULs
             would read ``CRLF NUL . CRLF`` as the end of the data).
+        lmtp: Speak LMTP (RFC 2033): LHLO instead of HELO/EHLO (which get 500), and one reply
+            per accepted recipient after the message.
+        dsn: Advertise DSN and parse its MAIL and RCPT parameters (RFC 3461); without it they
+            get ``555 5.5.4``.
+        offer_requiretls: Advertise REQUIRETLS (RFC 8689) on TLS connections and accept the
+            MAIL parameter there; on a plaintext connection the parameter gets ``530 5.7.10``.
     """
 
     hostname: str
@@ -115,6 +127,9 @@ class ProtocolConfig:
     max_errors: int = 20
     max_junk_commands: int = 100
     forbid_unauth_pipelining: bool = True
+    lmtp: bool = False
+    dsn: bool = False
+    offer_requiretls: bool = False
     hook_helo: bool = False
     hook_mail: bool = False
     hook_rcpt: bool = False

@@ -62,6 +62,7 @@ def test_ehlo_advertises_extensions() -> None:
         "SIZE 10485760",
         "8BITMIME",
         "PIPELINING",
+        "CHUNKING",
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
         "STARTTLS",

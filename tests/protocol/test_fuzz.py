@@ -2,8 +2,9 @@
 
 The input mixes command fragments (verbs, parameters, paths, CRLF, dots, NUL, 8-bit bytes)
 with random bytes and cuts the stream into random chunks, or sends it line by line as a client
-that waits for each reply does, so that both the command parser and the DATA reader see it,
-with and without TLS, XCLIENT and the pipelining check. For every example:
+that waits for each reply does, so that the command parser, the DATA reader and BDAT chunks
+(RFC 3030: pipelined, refused, cut anywhere) see it, with and without TLS, XCLIENT, LMTP (LHLO,
+one reply per recipient), DSN and the pipelining check. For every example:
 
 - every write the core asks for is whole reply lines, each CRLF-terminated and well formed
   (three-digit code 2xx..5xx, then SP, "-" or nothing; a "-" line is followed by a line of the
@@ -57,6 +58,14 @@ FRAGMENTS = [
     b"XCLIENT ADDR=fe80::1%25+0D+0A",
     b"EXPN",
     b"BDAT 10",
+    b"BDAT 3\r\nabc",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 4 LAST\r\na\r\nb",
+    b"BDAT 2\r\n\r",
+    b"BDAT 99999999999999999999\r\n",
+    b"BDAT \xd9\xa5\r\n",
+    b"LHLO a.b\r\n",
+    b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nBDAT 5\r\n",
     b"MAIL",
     b"RCPT",
     b" SIZE=100",
@@ -108,6 +117,14 @@ VERBS = [
     b"STARTTLS",
     b"QUIT",
     b"mail from:<A@B.C>",
+    b"LHLO",
+    b"BDAT 5",
+    b"BDAT 1 LAST",
+    b"BDAT 0",
+    b"BDAT 0 LAST",
+    b"BDAT",
+    b"BDAT 400",
+    b"bdat 2 last",
 ]
 PARAMS = [
     b" SIZE=100",
@@ -133,6 +150,17 @@ PARAMS = [
     b" NAME=[TEMPUNAVAIL]",
     b" PROTO=ESMTP",
     b" LOGIN=+",
+    b" RET=FULL",
+    b" RET=hdrs",
+    b" ENVID=a+0D+0Ab",
+    b" ENVID=x+41",
+    b" NOTIFY=SUCCESS,DELAY",
+    b" NOTIFY=NEVER,SUCCESS",
+    b" NOTIFY=",
+    b" ORCPT=rfc822;a+40b",
+    " ORCPT=utf-8;\u00e9\\x{E9}".encode(),
+    b" REQUIRETLS",
+    b" LAST",
 ]
 _line = st.builds(
     lambda verb, params, end: verb + b"".join(params) + end,
@@ -145,8 +173,16 @@ _line = st.builds(
 )
 _known = st.sampled_from(FRAGMENTS)
 _transaction = st.just(b"\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n")
+_chunked = st.sampled_from(
+    [
+        b"\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nRCPT TO:<s@x.y>\r\nBDAT 7\r\n",
+        b"\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nBDAT 3 LAST\r\n",
+    ]
+)
 _end = st.just(b"\r\n.\r\n")
-fragment = st.one_of(_line, _line, _line, _known, _transaction, _end, st.binary(max_size=12))
+fragment = st.one_of(
+    _line, _line, _line, _known, _transaction, _transaction, _chunked, _end, st.binary(max_size=12)
+)
 streams = st.builds(
     lambda greet, pieces: greet + b"".join(pieces),
     st.sampled_from([b"", b"EHLO a.b\r\n", b"HELO a.b\r\n", b"EHLO a.b\r\n"]),
@@ -162,6 +198,8 @@ class Seen:
     commands: int = 0  # command lines parsed
     data: bool = False  # a DATA command was accepted (354): the reader gets what follows
     after_data: int = 0  # command lines parsed after a DATA phase ended
+    bdat: bool = False  # a BDAT chunk was accepted for reading (accepted or refused)
+    messages: int = 0  # Message events (DATA or BDAT LAST)
 
 
 class Counting(Connection):
@@ -178,6 +216,8 @@ class Counting(Connection):
         event = super()._command(raw)
         if self.state is State.DATA:
             self.seen.data = True
+        if self.state is State.BDAT:
+            self.seen.bdat = True
         return event
 
 
@@ -212,8 +252,13 @@ def run(
     xclient: bool | None,
     forbid: bool,
     line_max: int,
+    lmtp: bool = False,
+    dsn: bool = False,
 ) -> Seen:
     config = ProtocolConfig(
+        lmtp=lmtp,
+        dsn=dsn,
+        offer_requiretls=tls > 0,
         hostname="mx.test",
         max_size=300,
         tls_available=tls > 0,
@@ -223,6 +268,8 @@ def run(
         max_unrecognized_commands=5 if forbid else 1000,
         max_errors=20 if forbid else 0,
     )
+    if lmtp and stream[:10] in (b"EHLO a.b\r\n", b"HELO a.b\r\n"):
+        stream = b"LHLO" + stream[4:]  # an LMTP server greets only LHLO (RFC 2033 4.1)
     conn = Counting(config, tls_active=tls == 2, xclient=xclient)
     conn.greeting()
     check_write(conn.data_to_send())
@@ -233,6 +280,7 @@ def run(
             if event is NEED_DATA:
                 break
             if isinstance(event, Message):
+                conn.seen.messages += 1
                 conn.send(R.SUCCESS_MESSAGE_ACCEPTED)
             elif isinstance(event, StartTLS):
                 conn.tls_established()
@@ -241,7 +289,7 @@ def run(
         else:
             raise AssertionError("next_event() never asked for data")
         # Unparsed input: at most one partial command line (or nothing, in DATA).
-        if conn.state in (State.COMMAND, State.DATA):
+        if conn.state in (State.COMMAND, State.DATA, State.BDAT):
             assert conn.buffered <= line_max + 2, conn.buffered
         assert len(conn._buf) <= 65536 + len(chunk) + line_max + 2
         check_write(conn.data_to_send())
@@ -257,13 +305,17 @@ examples = {
     "xclient": st.sampled_from([None, False, True]),
     "forbid": st.booleans(),
     "line_max": st.sampled_from([16, 64, 1024]),
+    "lmtp": st.sampled_from([False, False, True]),
+    "dsn": st.booleans(),
 }
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**examples)
 # Issue 9 item 5, found by hand; random search reaches it only now and then.
-@example(b"EHLO a.b\r\nMAIL FROM:<a@b.c> SIZE=\xc2\xb2\r\n", [], True, 0, None, True, 1024)
+@example(
+    b"EHLO a.b\r\nMAIL FROM:<a@b.c> SIZE=\xc2\xb2\r\n", [], True, 0, None, True, 1024, False, False
+)
 def test_random_input_only_produces_well_formed_replies(
     stream: bytes,
     points: list[int],
@@ -272,8 +324,10 @@ def test_random_input_only_produces_well_formed_replies(
     xclient: bool | None,
     forbid: bool,
     line_max: int,
+    lmtp: bool,
+    dsn: bool,
 ) -> None:
-    run(stream, points, per_line, tls, xclient, forbid, line_max)
+    run(stream, points, per_line, tls, xclient, forbid, line_max, lmtp, dsn)
 
 
 def test_fuzz_reaches_the_command_parser_and_data() -> None:
@@ -291,18 +345,28 @@ def test_fuzz_reaches_the_command_parser_and_data() -> None:
         xclient: bool | None,
         forbid: bool,
         line_max: int,
+        lmtp: bool,
+        dsn: bool,
     ) -> None:
-        seen.append(run(stream, points, per_line, tls, xclient, forbid, line_max))
+        seen.append(run(stream, points, per_line, tls, xclient, forbid, line_max, lmtp, dsn))
 
     sample()
     n = len(seen)
     parsed = sum(s.commands >= 3 for s in seen) / n
     data = sum(s.data for s in seen) / n
     after = sum(s.after_data > 0 for s in seen) / n
-    print(f"{n} examples: >=3 command lines {parsed:.0%}, DATA {data:.0%}, after DATA {after:.0%}")
+    bdat = sum(s.bdat for s in seen) / n
+    messages = sum(s.messages > 0 for s in seen) / n
+    print(
+        f"{n} examples: >=3 command lines {parsed:.0%}, DATA {data:.0%}, after DATA {after:.0%},"
+        f" BDAT chunk {bdat:.0%}, a message {messages:.0%}"
+    )
     assert parsed > 0.5
-    assert data > 0.15
-    assert after > 0.1
+    assert bdat > 0.15
+    assert messages > 0.05
+    # BDAT chunks and LMTP sessions share the examples now, so fewer reach DATA.
+    assert data > 0.08
+    assert after > 0.05
 
 
 def test_check_write_catches_bad_replies() -> None:
