@@ -710,13 +710,14 @@ def test_no_secret_reaches_a_log_line_at_debug(
 
 # ------------------------------------------------------------------------ smtpx passwd
 def smtpx_passwd(*args: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Run the smtpx these tests imported (the installed wheel under tox), not the source tree.
+    env = {**os.environ, "PYTHONPATH": str(Path(auth_module.__file__).resolve().parents[1])}
     return subprocess.run(
         [sys.executable, "-m", "smtpx", "passwd", *args],
         input=stdin,
         capture_output=True,
         env=env,
-        cwd=ROOT,
+        cwd=Path(auth_module.__file__).resolve().parents[1],
         timeout=60,
         check=False,
     )

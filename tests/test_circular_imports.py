@@ -30,13 +30,15 @@ def _modules() -> list[str]:
 
 
 @pytest.mark.parametrize("module", _modules())
-def test_module_imports_alone(module: str) -> None:
+def test_module_imports_alone(module: str, tmp_path: Path) -> None:
+    # The smtpx under test (the installed wheel under tox), never the source tree in the cwd.
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
     result = subprocess.run(
         [sys.executable, "-W", "error::ImportWarning", "-c", f"import {module}"],
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         timeout=60,
         check=False,
     )
