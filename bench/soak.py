@@ -827,7 +827,16 @@ def orchestrate(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"duration_s": duration, "clients": args.clients, "procs": args.procs}
     ok = True
     clients: list[subprocess.Popen[bytes]] = []
-    probe: subprocess.Popen[bytes] | None = None
+    probes: list[subprocess.Popen[bytes]] = []
+    control: subprocess.Popen[bytes] | None = None
+    control_port = free_port()
+    if args.control:
+        # The control: an idle smtpx on the same machine, at the same priority, probed the same
+        # way. What its probe sees is the machine's share of the latency (scheduling behind
+        # other processes), not the load's.
+        control_argv = [*argv[:4], "--addr", f"127.0.0.1:{control_port}", "--hostname"]
+        control_argv += ["control.test", "--maildir", str(work / "control"), "--log-level"]
+        control = subprocess.Popen([*control_argv, "WARNING"], cwd=work, env=env)
     try:
         for _ in range(300):
             try:
@@ -846,21 +855,11 @@ def orchestrate(args: argparse.Namespace) -> int:
         sampler = Sampler(server.pid, args.sample)
         threading.Thread(target=sampler.run, daemon=True).start()
         me = [sys.executable, str(Path(__file__).resolve())]
-        probe = subprocess.Popen(
-            [
-                *me,
-                "--role",
-                "probe",
-                "--port",
-                str(port),
-                "--duration",
-                str(duration),
-                "--interval",
-                "0.2",
-                "--out",
-                str(work / "probe.json"),
-            ]
-        )
+        targets = [(port, "probe.json")] + ([(control_port, "control.json")] if control else [])
+        for target, out in targets:
+            probe_argv = [*me, "--role", "probe", "--port", str(target), "--interval", "0.2"]
+            probe_argv += ["--duration", str(duration), "--out", str(work / out)]
+            probes.append(subprocess.Popen(probe_argv))
         per = [
             args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)
         ]
@@ -899,7 +898,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         summary["load1_before"] = os.getloadavg()[0]
         for proc in clients:
             proc.wait(timeout=duration + 400)
-        probe.wait(timeout=duration + 120)
+        for probe in probes:
+            probe.wait(timeout=duration + 120)
         load_end = time.monotonic() - sampler.start
         summary["server_cpu_percent"] = round(
             100 * (cpu_seconds(server.pid) - cpu_start) / (load_end - load_start), 1
@@ -934,7 +934,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         server.send_signal(signal.SIGTERM)
         summary["server_exit"] = server.wait(timeout=60)
     finally:
-        for proc in [*clients, *([probe] if probe is not None else []), server]:
+        if control is not None:
+            control.terminate()
+            control.wait(timeout=30)
+        for proc in [*clients, *probes, server]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -947,16 +950,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         outcomes.update(part["outcomes"])
         stats.update(part["stats"])
     summary.update(check(maildir, outcomes))
-    probe_result = json.loads((work / "probe.json").read_text())
-    lat = probe_result["latencies"]
-    summary["probe"] = {
-        "noops": len(lat),
-        "worst_ms": round(max(lat) * 1000, 1) if lat else None,
-        "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
-        "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
-        "over_50ms": sum(x > 0.05 for x in lat),
-        "failures": probe_result["failures"][:10],
-    }
+    summary["probe"] = probe_summary(work / "probe.json")
+    if control is not None:
+        summary["control_probe"] = probe_summary(work / "control.json")
     server_log = log_path.read_text(errors="replace")
     summary["server_log"] = {
         "tracebacks": server_log.count("Traceback"),
@@ -985,8 +981,28 @@ def orchestrate(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def probe_summary(path: Path) -> dict[str, Any]:
+    result = json.loads(path.read_text())
+    lat = result["latencies"]
+    return {
+        "noops": len(lat),
+        "worst_ms": round(max(lat) * 1000, 1) if lat else None,
+        "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
+        "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
+        "over_50ms": sum(x > 0.05 for x in lat),
+        "failures": result["failures"][:10],
+    }
+
+
 def print_summary(s: dict[str, Any]) -> None:
     p = s["probe"]
+    c = s.get("control_probe")
+    control = (
+        f"  control probe (an idle smtpx, same machine and priority): worst {c['worst_ms']} ms,"
+        f" p99 {c['p99_ms']} ms, p50 {c['p50_ms']} ms, over 50 ms {c['over_50ms']}\n"
+        if c
+        else ""
+    )
     print(
         f"soak: {s['duration_s']:g} s, {s['clients']} clients in {s['procs']} process(es)\n"
         f"  sent {s['sent']}  acknowledged {s['acknowledged']}  stored {s['stored']}"
@@ -1002,6 +1018,7 @@ def print_summary(s: dict[str, Any]) -> None:
         f" baseline {s['baseline']['threads']}, max {s['threads_max']}, end {s['end']['threads']}\n"
         f"  probe NOOP: {p['noops']} samples, worst {p['worst_ms']} ms, p99 {p['p99_ms']} ms,"
         f" p50 {p['p50_ms']} ms, over 50 ms {p['over_50ms']}, failures {len(p['failures'])}\n"
+        f"{control}"
         f"  server: exit {s['server_exit']}, log tracebacks {s['server_log']['tracebacks']},"
         f" ERROR lines {s['server_log']['errors']}, CPU {s['server_cpu_percent']}% of one core"
         f" during the load; machine load average {s['load1_before']:.2f} at the start,"
@@ -1027,6 +1044,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     parser.add_argument("--json", help="write the summary here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (Maildir, log)")
+    parser.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="no idle control server and probe (they tell the machine's latency from the load's)",
+    )
     # Internal: the client and probe processes.
     parser.add_argument("--role", choices=("main", "client", "probe"), default="main")
     parser.add_argument("--proc", type=int, default=0)
