@@ -60,7 +60,7 @@ def test_half_a_client_hello_then_gone_frees_the_slot_quietly(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     srv = make_server(
-        tls=tls_material.server_context(), tls_always_on=mode == "implicit", timeout=5
+        tls=tls_material.server_context(), tls_always_on=mode == "implicit", timeout=30
     )
     hello = client_hello(tls_material.client_context())
     for cut in (1, 5, len(hello) // 2, len(hello) - 1):
@@ -75,8 +75,8 @@ def test_half_a_client_hello_then_gone_frees_the_slot_quietly(
             rst(c)
         else:
             c.close()
-        # The slot is freed at once, long before the 5 s handshake timeout.
-        assert wait_until(lambda: active(srv) == 0, 3), f"cut at {cut}"
+        # The slot is freed by the close itself, long before the 30 s handshake timeout.
+        assert wait_until(lambda: active(srv) == 0, 10), f"cut at {cut}"
     assert problems(caplog) == []
     # And the server still does TLS for the next client.
     if mode == "starttls":
