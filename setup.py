@@ -5,6 +5,10 @@ them, or with ``SMTPX_NO_EXTENSIONS`` set to any non-empty value, the pure-Pytho
 built and a banner on stderr says so. ``SMTPX_REQUIRE_EXTENSIONS=1`` makes any failure fatal
 (CI uses it so a silent fallback cannot pass for a compiled build). ``SMTPX_CYTHON_TRACE=1``
 adds line tracing for coverage of the ``.pyx`` files.
+
+A wheel that ends up holding no compiled module is tagged ``py3-none-any``, and compiled modules
+left in ``build/`` by an earlier build never leak into a later one: each build compiles afresh
+or ships none. pip shows the banner only with ``-v``; the installed package warns at import.
 """
 
 from __future__ import annotations
@@ -15,8 +19,15 @@ from glob import glob
 from typing import Any
 
 from setuptools import Extension, setup
+from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
 from setuptools.command.sdist import sdist
+
+bdist_wheel: Any
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1: fine for `setup.py build_ext --inplace`, no wheels
+    bdist_wheel = None
 
 NO_EXTENSIONS = bool(os.environ.get("SMTPX_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 REQUIRE_EXTENSIONS = bool(os.environ.get("SMTPX_REQUIRE_EXTENSIONS"))
@@ -81,6 +92,36 @@ class _BuildExt(build_ext):
             raise
 
 
+def _compiled_in(build_lib: str) -> list[str]:
+    folder = os.path.join(build_lib, "smtpx", "_speedups")
+    return glob(os.path.join(folder, "*.so")) + glob(os.path.join(folder, "*.pyd"))
+
+
+class _Build(build):
+    """Drop compiled twins an earlier build left in ``build/lib*``.
+
+    Otherwise a build without a compiler (or with ``SMTPX_NO_EXTENSIONS``) would find them
+    "up to date" and ship them, silently compiled.
+    """
+
+    def run(self) -> None:
+        for stale in _compiled_in(self.build_lib):
+            os.remove(stale)
+        super().run()
+
+
+def _pure_if_nothing_compiled(command: Any) -> None:
+    """Before a wheel is made: no compiled module built means a ``py3-none-any`` wheel."""
+    if command.skip_build:
+        return
+    command.run_command("build")
+    build_lib = command.get_finalized_command("build").build_lib
+    if command.distribution.ext_modules and not _compiled_in(build_lib):
+        _banner("no compiled module was built; the wheel is pure (py3-none-any)")
+        command.distribution.ext_modules = []
+        command.root_is_pure = True
+
+
 class _SDist(sdist):
     """Leave the generated C out of the sdist: it is rebuilt from the ``.pyx`` (STYLE 2.2).
 
@@ -93,4 +134,15 @@ class _SDist(sdist):
         super().make_release_tree(base_dir, [f for f in files if f not in generated])
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": _BuildExt, "sdist": _SDist})
+commands: dict[str, Any] = {"build": _Build, "build_ext": _BuildExt, "sdist": _SDist}
+if bdist_wheel is not None:
+
+    class _BdistWheel(bdist_wheel):  # type: ignore[misc,valid-type]
+        """Tag the wheel ``py3-none-any`` when no extension was built (pure fallback)."""
+
+        def run(self) -> None:
+            _pure_if_nothing_compiled(self)
+            super().run()
+
+    commands["bdist_wheel"] = _BdistWheel
+setup(ext_modules=_extensions(), cmdclass=commands)

@@ -179,7 +179,9 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
     py = sys.executable
     sink = SERVERS_DIR
 
-    def smtpx(name: str, pure: bool, loop: str, workers: int = 1) -> ServerSpec:
+    def smtpx(
+        name: str, pure: bool, loop: str, workers: int = 1, rcpt_hook: bool = False
+    ) -> ServerSpec:
         extra = {"SMTPX_NO_EXTENSIONS": "1"} if pure else {}
         env = _python_env(extra, smtpx_path)
         check = "import smtpx.server" + ("; import uvloop" if loop == "uvloop" else "")
@@ -199,6 +201,7 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
                 loop,
                 "--workers",
                 str(workers),
+                *(["--rcpt-hook"] if rcpt_hook else []),
             ],
             env=env,
             probe=(py, "-c", check),
@@ -227,6 +230,9 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
         smtpx("smtpx-pure", True, "asyncio"),
         smtpx("smtpx-uvloop", False, "uvloop"),
         smtpx("smtpx-pure-uvloop", True, "uvloop"),
+        # Issue 12: the same sink with a trivial async rcpt session hook (compare with "smtpx").
+        smtpx("smtpx-rcpthook", False, "asyncio", rcpt_hook=True),
+        smtpx("smtpx-pure-rcpthook", True, "asyncio", rcpt_hook=True),
     ]
     # Issue 6 part 3: worker processes sharing one port (SO_REUSEPORT) through smtpx's forking
     # runner; "-workers2" always exists, --workers N adds "-workersN".

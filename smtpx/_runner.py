@@ -1,4 +1,8 @@
-"""Run a Server in the foreground: event loop, signals, and SO_REUSEPORT worker processes."""
+"""Run a Server in the foreground: event loop, signals, and SO_REUSEPORT worker processes.
+
+This module sits above ``smtpx.server``: it imports ``Server``; ``server`` imports it only
+inside ``Server.listen_and_serve``, at call time, so the module import graph has no cycle.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .server import Server
+from .server import Server, parse_addr
 
 __all__ = ["SHUTDOWN_GRACE", "bind_sockets", "run"]
 
@@ -26,8 +28,6 @@ def bind_sockets(addr: str, *, reuse_port: bool, backlog: int = 1024) -> list[so
     Raises:
         OSError: The address cannot be bound.
     """
-    from .server import parse_addr  # noqa: PLC0415 (server imports this module lazily)
-
     host, port = parse_addr(addr)
     infos = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE, proto=socket.IPPROTO_TCP
@@ -152,7 +152,7 @@ def run(server: Server, loop_factory: str | None = None) -> None:
     for sig in _SIGNALS:
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    server.logger.info("smtpx: %d workers on port %d: %s", len(children), port, children)
+    server.logger.info("%d workers on port %d: %s", len(children), port, children)
     status = 0
     alive = set(children)
     while alive:

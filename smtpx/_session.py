@@ -13,6 +13,12 @@ A connection goes through these phases, each bounded by ``Server.timeout``:
 2. TLS handshake (``tls_always_on`` only), through the loop's public ``start_tls``.
 3. Greeting and the SMTP dialogue, driven by the sans-IO ``protocol.Connection``; STARTTLS
    upgrades the transport in the middle of it (RFC 3207).
+
+Session hooks (``smtpx.hooks``) and AUTH (RFC 4954) run where the core holds a command
+(``State.AWAIT_REPLY``): the hook's or the SASL step's first step runs inline, and only one that
+waits becomes a task (``_handler_task``), after which ``_process`` picks up the held input. The
+server is seen through ``smtpx._server_view.ServerView`` only; this module never imports
+``smtpx.server``.
 """
 
 from __future__ import annotations
@@ -23,28 +29,35 @@ import logging
 import os
 import socket
 import ssl
+import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
+from . import auth as A
 from . import responses as R
 from ._proxy import ProxyError, ProxyHeader, ProxyHeaderReader
+from ._server_view import ServerView
+from .address import Address
 from .envelope import Envelope, TLSInfo
 from .handler import HandlerReturnError
+from .hooks import HookCall, check_hook_reply
 from .protocol import (
     NEED_DATA,
+    AuthRequest,
+    AuthResponse,
     CloseConnection,
     Connection,
     ConnectionClosed,
+    Greeted,
+    MailFrom,
     Message,
+    RcptTo,
     StartTLS,
     State,
     XClient,
 )
 from .responses import Response, ResponseError
-
-if TYPE_CHECKING:
-    from .server import Server
 
 __all__ = ["ClientInfo", "Session", "in_networks", "tls_info"]
 
@@ -148,10 +161,65 @@ _SESSION_EXPIRED = Response(421, "4.4.2", "Session time limit reached, closing c
 _MAX_HELD = 64 * 1024
 
 
+class _View:
+    """The read-only ``smtpx.hooks.SessionView`` of one session, given to hooks."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    @property
+    def connection_id(self) -> int:
+        return self._s.connection_id
+
+    @property
+    def remote_addr(self) -> tuple[str, int]:
+        return self._s.remote_addr
+
+    @property
+    def local_addr(self) -> tuple[str, int]:
+        return self._s.local_addr
+
+    @property
+    def helo(self) -> str:
+        conn = self._s.conn
+        return "" if conn is None else conn.helo
+
+    @property
+    def esmtp(self) -> bool:
+        conn = self._s.conn
+        return conn is not None and conn.esmtp
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return self._s._tls
+
+    @property
+    def authenticated(self) -> str | None:
+        conn = self._s.conn
+        return None if conn is None else conn.authenticated
+
+    @property
+    def mail_from(self) -> Address | None:
+        conn = self._s.conn
+        return None if conn is None else conn.mail_from
+
+    @property
+    def rcpt_to(self) -> tuple[Address, ...]:
+        conn = self._s.conn
+        return () if conn is None else tuple(conn.rcpt_to)
+
+    def __repr__(self) -> str:
+        return f"<SessionView {self.connection_id} {self.remote_addr[0]}:{self.remote_addr[1]}>"
+
+
 class Session(asyncio.BufferedProtocol):
     """The asyncio side of one SMTP connection."""
 
     __slots__ = (
+        "_auth_exchange",
+        "_auth_throttle",
         "_close_after_reply",
         "_closing",
         "_deadline",
@@ -171,6 +239,7 @@ class Session(asyncio.BufferedProtocol):
         "_shutdown_requested",
         "_tls",
         "_tls_task",
+        "_view",
         "_xclient",
         "conn",
         "connection_id",
@@ -181,7 +250,7 @@ class Session(asyncio.BufferedProtocol):
         "transport",
     )
 
-    def __init__(self, server: Server, connection_id: int) -> None:
+    def __init__(self, server: ServerView[Session], connection_id: int) -> None:
         self._server = server
         self.connection_id = connection_id
         self.transport: asyncio.Transport | None = None
@@ -212,6 +281,9 @@ class Session(asyncio.BufferedProtocol):
         self._proxy_sock: socket.socket | None = None
         self._proxy_header: ProxyHeader | None = None
         self._xclient: dict[str, str | None] = {}
+        self._view: _View | None = None
+        self._auth_exchange: A.SaslExchange | None = None
+        self._auth_throttle: A.ConnectionAuthThrottle | None = None
 
     @property
     def logger(self) -> logging.Logger:
@@ -269,6 +341,17 @@ class Session(asyncio.BufferedProtocol):
             self._start_implicit_tls()
         else:
             self._greet()
+        if sys.version_info < (3, 11) and self._paused_reading:
+            # NOTE: Python 3.10's selector transport starts reading in a callback queued before
+            # connection_made, ignoring a pause made in it (3.11 checks is_reading() first).
+            # Bytes after the PROXY header (a ClientHello) would reach us and be lost.
+            asyncio.get_running_loop().call_soon(self._pause_again)
+
+    def _pause_again(self) -> None:
+        transport = self.transport
+        if transport is not None and self._paused_reading and not self._closing:
+            transport.resume_reading()  # the transport believes it is paused: cycle it
+            transport.pause_reading()
 
     def _claim_ip(self) -> bool:
         """Count this client against the per-IP limit; over it, refuse with 421 4.7.0."""
@@ -499,10 +582,282 @@ class Session(asyncio.BufferedProtocol):
             self._flush()
             self._close()
             return
+        if server._hooks.connect:
+            transport = self.transport
+            assert transport is not None
+            if not self._paused_reading:
+                # Nothing the client sends is read before the greeting.
+                transport.pause_reading()
+                self._paused_reading = True
+            self._start(self._connect_hook())
+            return
+        self._greeted(None)
+
+    def _greeted(self, refusal: Response | None) -> None:
+        conn = self.conn
+        assert conn is not None
+        if refusal is not None:
+            self.logger.info(
+                "connection %d from %s:%d refused by the connect hook: %s",
+                self.connection_id,
+                *self.remote_addr,
+                refusal.code,
+            )
+            conn.close(refusal)
+            self._flush()
+            self._close()
+            return
         conn.greeting()
         self._flush()
         self._touch()
         self._set_reading(True)
+
+    async def _connect_hook(self) -> None:
+        try:
+            response = await self._run_hooks(self._server._hooks.connect, 0, ())
+            self._handler_task = None
+            if not self._closing:
+                # The connect hook may accept only with None; any 2xx means the same.
+                self._greeted(None if response is None or response.is_success else response)
+        except Exception:
+            self._handler_task = None
+            self._internal_error("the connect hook")
+
+    # ------------------------------------------------------------- hooks, AUTH
+    def _start(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro``'s first step here; if it waits, go on in a task (``_handler_task``).
+
+        Returns:
+            True when ``coro`` finished in that first step (no task, no loop turn).
+        """
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return True
+        self._handler_task = asyncio.ensure_future(_resume(coro, blocked_on))
+        return False
+
+    def _view_of(self) -> _View:
+        view = self._view
+        if view is None:
+            view = self._view = _View(self)
+        return view
+
+    async def _run_hooks(
+        self, calls: tuple[HookCall, ...], kind: int, args: tuple[object, ...]
+    ) -> Response | None:
+        """Run the hooks of one kind in order; the first reply that is not None wins.
+
+        A hook that raises, or returns something else than None or a final Response, is
+        logged and answered ``451 4.3.0`` (as the data handler is); ``ResponseError`` sends
+        its reply.
+        """
+        view = self._view_of()
+        for index, call in enumerate(calls):
+            try:
+                result = await call(view, *args)
+                # The common answers first, without a call; check_hook_reply for the rest.
+                response = (
+                    result
+                    if result is None
+                    or (type(result) is Response and result.code // 100 in (2, 4, 5))
+                    else check_hook_reply(result, self._hook_name(kind, index))
+                )
+            except ResponseError as exc:
+                response = exc.response
+            except HandlerReturnError as exc:
+                self.logger.error("connection %d: %s; sending 451 4.3.0", self.connection_id, exc)
+                return R.ERROR_HANDLER
+            except Exception:
+                self.logger.exception(
+                    "connection %d: %s failed; sending 451 4.3.0",
+                    self.connection_id,
+                    self._hook_name(kind, index),
+                )
+                return R.ERROR_HANDLER
+            if response is not None:
+                return response
+        return None
+
+    def _hook_name(self, kind: int, index: int) -> str:
+        return f"hook {self._server._hooks.names[kind][index]}"
+
+    def _held(self, event: object) -> bool:
+        """Start deciding a command the core holds (hook or AUTH); True if already done."""
+        self._deadline = 0.0  # the hook's time is not the client's
+        hooks = self._server._hooks
+        coro: Coroutine[Any, Any, None]
+        if isinstance(event, RcptTo):
+            coro = self._decide(hooks.rcpt, 3, (event.address, dict(event.params)))
+        elif isinstance(event, MailFrom):
+            coro = self._decide(hooks.mail, 2, (event.address, dict(event.params)))
+        elif isinstance(event, Greeted):
+            coro = self._decide(hooks.helo, 1, (event.name,))
+        elif isinstance(event, AuthRequest):
+            coro = self._guarded(self._auth_start(event))
+        elif isinstance(event, AuthResponse):
+            coro = self._guarded(self._auth_step(event))
+        else:  # pragma: no cover - the core holds nothing else
+            raise AssertionError(f"unexpected held event {event!r}")
+        done = self._start(coro)
+        if done:
+            self._touch()
+        return done
+
+    async def _decide(
+        self, calls: tuple[HookCall, ...], kind: int, args: tuple[object, ...]
+    ) -> None:
+        try:
+            response = await self._run_hooks(calls, kind, args)
+            conn = self.conn
+            assert conn is not None
+            if not self._closing and conn.state is State.AWAIT_REPLY:
+                conn.decide(response)
+        except Exception:
+            self._handler_task = None
+            self._internal_error("a hook's reply")
+            return
+        self._decided()
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:
+            self._handler_task = None
+            self._internal_error("AUTH")
+            return
+        self._decided()
+
+    def _decided(self) -> None:
+        """After a held command was answered: if it ran as a task, pick up the input again."""
+        if self._handler_task is None:
+            return  # finished inline: _process goes on by itself
+        self._handler_task = None
+        if self._closing:
+            return
+        if self._close_after_reply:
+            self._flush()
+            self._close()
+            return
+        self._touch()
+        self._set_reading(True)
+        self._process()
+
+    async def _auth_start(self, event: AuthRequest) -> None:
+        conn, server = self.conn, self._server
+        assert conn is not None
+        throttle = self._auth_throttle
+        if throttle is None:
+            throttle = self._auth_throttle = server.auth_throttle.connection(self.remote_addr[0])
+        if throttle.blocked():
+            self.logger.warning(
+                "connection %d from %s:%d: AUTH refused: too many failures",
+                self.connection_id,
+                *self.remote_addr,
+            )
+            conn.close(A.AUTH_TOO_MANY_FAILURES)
+            return
+        self.logger.debug("connection %d: AUTH %s", self.connection_id, event.mechanism)
+        try:
+            exchange, step = A.SaslExchange.begin(
+                event.mechanism, event.initial_response, mechanisms=server.auth_mechanisms
+            )
+        except A.SaslError as exc:
+            await self._auth_failed(exc.response)
+            return
+        await self._auth_next(exchange, step)
+
+    async def _auth_step(self, event: AuthResponse) -> None:
+        exchange, self._auth_exchange = self._auth_exchange, None
+        assert exchange is not None
+        try:
+            if event.line is None:
+                raise A.SaslError(A.AUTH_LINE_TOO_LONG)
+            step = exchange.receive_line(event.line)
+        except A.SaslError as exc:
+            await self._auth_failed(exc.response)
+            return
+        await self._auth_next(exchange, step)
+
+    async def _auth_next(
+        self, exchange: A.SaslExchange, step: A.SaslChallenge | A.SaslCredentials
+    ) -> None:
+        conn, server = self.conn, self._server
+        assert conn is not None
+        if isinstance(step, A.SaslChallenge):
+            self._auth_exchange = exchange
+            conn.sasl_challenge(step.wire())
+            return
+        authenticator = server.authenticator
+        assert authenticator is not None
+        try:
+            identity = await authenticator(
+                step.mechanism, step.authcid, step.password, step.authzid
+            )
+        except A.TemporaryAuthError:
+            identity, failure = None, A.AUTH_TEMPORARY_FAILURE
+        except Exception as exc:
+            # Only the type: an authenticator's message might quote what the client sent.
+            self.logger.error(
+                "connection %d: the authenticator raised %s; sending 454 4.7.0",
+                self.connection_id,
+                type(exc).__qualname__,
+            )
+            identity, failure = None, A.AUTH_TEMPORARY_FAILURE
+        else:
+            failure = A.AUTH_INVALID_CREDENTIALS
+            returned: object = identity
+            if returned is not None and (
+                not isinstance(returned, str)
+                or not returned
+                or any(c in returned for c in "\0\r\n")
+            ):
+                self.logger.error(
+                    "connection %d: the authenticator returned an unusable identity; refused",
+                    self.connection_id,
+                )
+                identity = None
+        if self._closing:
+            return
+        if identity is None:
+            if failure is A.AUTH_TEMPORARY_FAILURE:
+                conn.auth_done(failure)
+            else:
+                await self._auth_failed(failure)
+            return
+        conn.auth_done(A.AUTH_SUCCEEDED, identity)
+        self.logger.info(
+            "connection %d from %s:%d: authenticated as %r (%s)",
+            self.connection_id,
+            *self.remote_addr,
+            identity,
+            step.mechanism,
+        )
+
+    async def _auth_failed(self, response: Response) -> None:
+        """Answer a failed exchange; bad credentials are delayed, counted and limited."""
+        conn = self.conn
+        assert conn is not None
+        if response.code != A.AUTH_INVALID_CREDENTIALS.code:
+            conn.auth_done(response)  # a cancel, bad base64, a long line: not a guess
+            return
+        throttle = self._auth_throttle
+        assert throttle is not None
+        verdict = throttle.failure()
+        self.logger.info(
+            "connection %d from %s:%d: AUTH failed (%d on this connection)",
+            self.connection_id,
+            *self.remote_addr,
+            throttle.failures,
+        )
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)  # RFC 4954 9; only this client waits
+        if self._closing:
+            return
+        if verdict.disconnect:
+            conn.close(A.AUTH_TOO_MANY_FAILURES)
+            return
+        conn.auth_done(response)
 
     # ---------------------------------------------------------------- engine
     def _process(self) -> None:
@@ -543,6 +898,9 @@ class Session(asyncio.BufferedProtocol):
                 return
             if isinstance(event, XClient):
                 self._apply_xclient(event)
+            elif conn.state is State.AWAIT_REPLY and not self._held(event):
+                # A hook or AUTH is still deciding; it calls _process again when done.
+                return
         if conn.state is State.CLOSED and not self._closing:
             # The core gave up on this client by itself (e.g. a pipelining flood).
             self._flush()
@@ -775,6 +1133,8 @@ class Session(asyncio.BufferedProtocol):
             body_type=message.body_type,
             connection_id=self.connection_id,
         )
+        envelope.authenticated = conn.authenticated
+        envelope.mail_auth = conn.mail_auth
         values: dict[str, Any] = envelope.values
         if self._proxy_header is not None:
             values["proxy"] = self._proxy_header
@@ -785,12 +1145,7 @@ class Session(asyncio.BufferedProtocol):
     def _start_handler(self, message: Message) -> None:
         # Run the handler's first step right here instead of in a new task: a handler that
         # never waits (the common case) then costs no task and no extra loop turn.
-        coro = self._run_handler(message)
-        try:
-            blocked_on = coro.send(None)
-        except StopIteration:
-            return
-        self._handler_task = asyncio.ensure_future(_resume(coro, blocked_on))
+        self._start(self._run_handler(message))
 
     async def _run_handler(self, message: Message) -> None:
         # Runs as a task (or its first step inside _process): nothing may escape it, or the

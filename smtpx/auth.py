@@ -557,7 +557,11 @@ def _sasl_password(raw: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SaslChallenge:
-    """A server challenge to send as ``334 <base64>`` (``data`` is the decoded challenge)."""
+    """A server challenge to send as ``334 <base64>``.
+
+    Attributes:
+        data: The challenge, decoded; ``wire()`` encodes it (``b""`` sends ``334 `` alone).
+    """
 
     data: bytes
 

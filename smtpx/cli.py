@@ -1,66 +1,268 @@
-"""``smtpx`` / ``python -m smtpx``: a local SMTP server that stores mail in a Maildir."""
+"""``smtpx`` / ``python -m smtpx``: a local SMTP server that stores mail in a Maildir.
+
+Ordinary mistakes (a bad flag value, a missing file, flags that need each other) end in one line
+on stderr that names the flag and the value, and exit status 2, like argparse's own errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import ipaddress
 import logging
+import os
+import signal
 import socket
 import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from . import IMPLEMENTATION, __version__
+from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
 from .authres._dns import resolver_at
 from .handler import Middleware
+from .hooks import filter_recipient_domains
 from .maildir import MaildirHandler
 from .middleware import add_received_header, add_return_path, logger, recover
-from .server import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, Server, parse_addr
+from .server import (
+    DEFAULT_MAX_ERRORS,
+    DEFAULT_MAX_JUNK_COMMANDS,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_TIMEOUT,
+    LOOPBACK_NETWORKS,
+    Server,
+    parse_addr,
+)
 
-__all__ = ["build_parser", "build_server", "main"]
+__all__ = ["UsageError", "build_parser", "build_server", "main"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""Where this smtpx was imported from; ``--version`` names it, so a source tree is obvious."""
+
+_log = logging.getLogger("smtpx.cli")
+
+
+class UsageError(Exception):
+    """A command-line mistake: ``main`` prints it as one line and exits with status 2."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"argument {flag}: {message}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Version(argparse.Action):
+    """``--version`` on one line: argparse's own action wraps it at the terminal width."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"smtpx {__version__} ({IMPLEMENTATION} implementation, {PACKAGE_DIR})")
+        parser.exit()
+
+
+# Argument types: argparse turns their ValueError/ArgumentTypeError into "argument --x: ...".
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be 0 (no timeout) or more, got {text!r}")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        parse_addr(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, got {text!r}") from None
+    return text
+
+
+def _networks(text: str) -> list[str]:
+    nets = [part.strip() for part in text.split(",") if part.strip()]
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not an IP network (CIDR) or address: {net!r}"
+            ) from None
+    if not nets:
+        raise argparse.ArgumentTypeError(f"no network in {text!r}")
+    return nets
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="smtpx", description=__doc__)
+    parser = _Parser(
+        prog="smtpx",
+        description="smtpx: a typed asyncio SMTP server. "
+        "'smtpx serve' runs a local SMTP server that stores every message in a Maildir.",
+    )
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"smtpx {__version__} ({IMPLEMENTATION} implementation)",
+        action=_Version,
+        nargs=0,
+        help="show the version, the active implementation (cython or python) and the "
+        "package folder, then exit",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run a local SMTP server that stores mail in a Maildir")
-    serve.add_argument("--addr", default="127.0.0.1:2525", help="HOST:PORT (default %(default)s)")
-    serve.add_argument("--hostname", default=None, help="name in greeting and Received header")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run a local SMTP server that stores mail in a Maildir",
+        description="Run an SMTP server that stores every accepted message in a Maildir "
+        "(one file in <maildir>/new/ per message). SIGINT or SIGTERM shut it down gracefully.",
+    )
     serve.add_argument(
-        "--maildir", default="./maildir", help="Maildir folder (default %(default)s)"
+        "--addr",
+        type=_address,
+        default="127.0.0.1:2525",
+        metavar="HOST:PORT",
+        help="address to listen on; ':PORT' means every interface (default %(default)s)",
     )
-    serve.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, metavar="BYTES")
-    serve.add_argument("--max-recipients", type=int, default=100, metavar="N")
-    serve.add_argument("--max-unrecognized", type=int, default=5, metavar="N")
-    serve.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
-    serve.add_argument("--max-clients", type=int, default=100, metavar="N")
+    serve.add_argument(
+        "--hostname",
+        default=None,
+        metavar="NAME",
+        help="name in the greeting and the Received header (default: this machine's name)",
+    )
+    serve.add_argument(
+        "--maildir",
+        default="./maildir",
+        metavar="DIR",
+        help="Maildir folder, created if missing (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help="largest message accepted, advertised as SIZE (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-recipients",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="RCPT TO commands accepted per message (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-unrecognized",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="unknown commands at which the connection gets 421 and is closed "
+        "(default %(default)s)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="idle time allowed per command, DATA gap, TLS handshake or PROXY header; "
+        "0 disables (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="open connections per process; the next one gets 421 (default %(default)s)",
+    )
     serve.add_argument(
         "--max-clients-per-ip",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="connections from one address, loopback exempt (default: half of --max-clients)",
     )
     serve.add_argument(
         "--max-session-time",
-        type=float,
+        type=_seconds,
         default=0.0,
         metavar="SECONDS",
         help="close a connection older than this with 421 4.4.2 (default 0: no limit)",
     )
+    serve.add_argument(
+        "--hard-error-limit",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_ERRORS,
+        metavar="N",
+        help="error replies before the session is closed with 421 4.7.0; 0 disables"
+        " (default %(default)s)",
+    )
+    serve.add_argument(
+        "--junk-command-limit",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_JUNK_COMMANDS,
+        metavar="N",
+        help="NOOP/RSET/VRFY/HELP commands between messages before 421 4.7.0; 0 disables"
+        " (default %(default)s)",
+    )
     serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain; enables STARTTLS")
     serve.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
-    serve.add_argument("--tls-always-on", action="store_true", help="implicit TLS (port 465)")
-    serve.add_argument("--require-tls", action="store_true", help="530 to MAIL before STARTTLS")
+    serve.add_argument("--tls-always-on", action="store_true", help="implicit TLS (port 465 style)")
+    serve.add_argument(
+        "--require-tls", action="store_true", help="answer 530 to MAIL before STARTTLS"
+    )
     serve.add_argument("--proxy", action="store_true", help="expect a PROXY v1/v2 header")
-    serve.add_argument("--xclient", action="store_true", help="accept XCLIENT from loopback")
-    serve.add_argument("--workers", type=int, default=1, metavar="N", help="SO_REUSEPORT processes")
+    serve.add_argument(
+        "--proxy-trusted",
+        type=_networks,
+        action="append",
+        metavar="CIDR[,CIDR...]",
+        help="with --proxy: networks allowed to send the PROXY header; repeatable "
+        "(default: loopback)",
+    )
+    serve.add_argument("--xclient", action="store_true", help="accept Postfix-style XCLIENT")
+    serve.add_argument(
+        "--xclient-trusted",
+        type=_networks,
+        action="append",
+        metavar="CIDR[,CIDR...]",
+        help="with --xclient: networks allowed to use XCLIENT; repeatable (default: loopback)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port through SO_REUSEPORT (default %(default)s)",
+    )
     serve.add_argument(
         "--authres",
         action="store_true",
@@ -70,10 +272,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--reject-dmarc", action="store_true", help="with --authres: 550 to DMARC p=reject failures"
     )
     serve.add_argument(
-        "--dns-server", metavar="HOST:PORT", help="nameserver for --authres (default: system's)"
+        "--dns-server",
+        type=_address,
+        metavar="HOST:PORT",
+        help="with --authres: nameserver to ask (default: the system's)",
     )
-    serve.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop; uvloop needs the smtpx[uvloop] extra (default %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level of the lines on stderr (default %(default)s)",
+    )
+    serve.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="offer AUTH PLAIN/LOGIN for the USER:$scrypt$... lines of FILE (smtpx passwd); "
+        "over TLS only unless --auth-insecure; reloaded on SIGHUP",
+    )
+    serve.add_argument(
+        "--auth-required", action="store_true", help="with --auth-file: 530 to MAIL before AUTH"
+    )
+    serve.add_argument(
+        "--auth-insecure",
+        action="store_true",
+        help="with --auth-file: offer AUTH without TLS too (passwords in clear; logs a warning)",
+    )
+    serve.add_argument(
+        "--accept-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="repeatable: RCPT to any other domain gets 550 5.7.1 (exact, case-insensitive; "
+        "<postmaster> is always accepted)",
+    )
     passwd = sub.add_parser(
         "passwd",
         help="print an auth-file line USER:$scrypt$... for a password read from stdin",
@@ -82,14 +319,71 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Check the flags that depend on each other or on files, before anything starts.
+
+    Raises:
+        UsageError: The first mistake found, naming the flag and the value.
+    """
+    if bool(args.tls_cert) != bool(args.tls_key):
+        given, missing = (
+            ("--tls-cert", "--tls-key") if args.tls_cert else ("--tls-key", "--tls-cert")
+        )
+        raise UsageError(given, f"needs {missing} as well")
+    for flag in ("--tls-always-on", "--require-tls"):
+        if getattr(args, flag[2:].replace("-", "_")) and not args.tls_cert:
+            raise UsageError(flag, "needs a certificate: add --tls-cert PEM --tls-key PEM")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise UsageError(flag, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    for flag, needs in (
+        ("--proxy-trusted", "--proxy"),
+        ("--xclient-trusted", "--xclient"),
+        ("--dns-server", "--authres"),
+        ("--reject-dmarc", "--authres"),
+    ):
+        if getattr(args, flag[2:].replace("-", "_")) and not getattr(args, needs[2:]):
+            raise UsageError(flag, f"only works with {needs}")
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise UsageError("--loop", "uvloop is not installed (pip install 'smtpx[uvloop]')")
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        tls.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise UsageError(
+            "--tls-cert/--tls-key",
+            f"{cert!r} and {key!r} are not a PEM certificate chain and its key ({reason})",
+        ) from None
+    return tls
+
+
+def _flatten(groups: list[list[str]] | None) -> list[str] | None:
+    return None if groups is None else [net for group in groups for net in group]
+
+
 def build_server(args: argparse.Namespace) -> Server:
-    """Make the Maildir server that ``args`` describe."""
-    tls: ssl.SSLContext | None = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise SystemExit("smtpx: --tls-cert and --tls-key go together")
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    """Make the Maildir server that ``args`` describe.
+
+    Raises:
+        UsageError: A flag's value cannot be used (see ``check_args``; also a Maildir that
+            cannot be created and a certificate that does not load).
+    """
+    check_args(args)
+    tls = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    try:
+        handler = MaildirHandler(args.maildir)
+    except OSError as exc:
+        raise UsageError(
+            "--maildir", f"cannot use {args.maildir!r} as a Maildir: {exc.strerror or exc}"
+        ) from None
     middlewares: list[Middleware] = [logger(), recover]
     hostname = args.hostname or socket.gethostname()
     if args.authres:
@@ -100,18 +394,30 @@ def build_server(args: argparse.Namespace) -> Server:
         middlewares.append(
             authentication_results(hostname, resolver=resolver, reject_dmarc=args.reject_dmarc)
         )
-    elif args.dns_server or args.reject_dmarc:
-        raise SystemExit("smtpx: --dns-server and --reject-dmarc go with --authres")
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
     middlewares += [add_received_header(), add_return_path]
-    try:
-        store = MaildirHandler(args.maildir)
-    except OSError as exc:
-        raise ValueError(f"--maildir {args.maildir}: {exc.strerror or exc}") from None
+    authenticator: FileAuthenticator | None = None
+    if args.auth_file:
+        if tls is None and not args.auth_insecure:
+            raise UsageError(
+                "--auth-file", "needs --tls-cert PEM --tls-key PEM, or --auth-insecure"
+            )
+        try:
+            authenticator = FileAuthenticator(AuthFile(args.auth_file))
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError("--auth-file", f"cannot use {args.auth_file!r}: {detail}") from None
+    else:
+        for flag in ("--auth-required", "--auth-insecure"):
+            if getattr(args, flag[2:].replace("-", "_")):
+                raise UsageError(flag, "goes with --auth-file")
+    hooks: list[object] = []
+    if args.accept_domain:
+        hooks.append(filter_recipient_domains(*args.accept_domain))
     return Server(
         hostname=hostname,
         addr=args.addr,
-        handler=store,
+        handler=handler,
         middlewares=middlewares,
         tls=tls,
         tls_always_on=args.tls_always_on,
@@ -121,12 +427,37 @@ def build_server(args: argparse.Namespace) -> Server:
         max_clients=args.max_clients,
         max_clients_per_ip=args.max_clients_per_ip,
         max_session_time=args.max_session_time,
+        max_errors=args.hard_error_limit,
+        max_junk_commands=args.junk_command_limit,
         xclient_on=args.xclient,
         proxy_on=args.proxy,
         max_recipients=args.max_recipients,
         max_unrecognized_commands=args.max_unrecognized,
         workers=args.workers,
+        proxy_trusted=_flatten(args.proxy_trusted) or LOOPBACK_NETWORKS,
+        xclient_trusted=_flatten(args.xclient_trusted) or LOOPBACK_NETWORKS,
+        hooks=hooks,
+        authenticator=authenticator,
+        auth_required=args.auth_required,
+        auth_allow_insecure=args.auth_insecure,
     )
+
+
+def _reload_on_sighup(auth_file: AuthFile) -> None:
+    """SIGHUP re-reads the auth file; a bad file keeps the old users (and is logged)."""
+    log = logging.getLogger("smtpx")
+
+    def reload(_signum: int, _frame: object) -> None:
+        try:
+            auth_file.reload()
+        except (OSError, ValueError) as exc:
+            log.error("auth file not reloaded, the old users stay: %s", exc)
+        else:
+            log.info("auth file reloaded: %d users", len(auth_file))
+
+    # A plain handler (not the loop's): it runs between bytecodes in the main thread, reads a
+    # small file and parses it, no hashing. Worker processes inherit it: send SIGHUP to each.
+    signal.signal(signal.SIGHUP, reload)
 
 
 PASSWD_MAX_LENGTH = 4096
@@ -140,8 +471,6 @@ def passwd(user: str) -> int:
     stdin is the password (its line ending removed, nothing else), and nothing is prompted.
     """
     import getpass  # noqa: PLC0415 (only this subcommand needs it)
-
-    from .auth import check_username, hash_password  # noqa: PLC0415 (keeps `serve` light)
 
     try:
         check_username(user)
@@ -171,11 +500,17 @@ def passwd(user: str) -> int:
     return 0
 
 
+def _fail(message: str) -> NoReturn:
+    print(f"smtpx serve: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``smtpx`` command."""
     args = build_parser().parse_args(argv)
     if args.command == "passwd":
         return passwd(args.user)
+    # The logger's name already says smtpx; the messages do not repeat it.
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -183,14 +518,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         server = build_server(args)
-    except ValueError as exc:
-        print(f"smtpx: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        _fail(str(exc))
+    if isinstance(server.authenticator, FileAuthenticator):
+        _reload_on_sighup(server.authenticator.auth_file)
     from ._runner import run  # noqa: PLC0415 (keeps `--help` and `--version` light)
 
+    _log.info(
+        "storing mail in Maildir %s (smtpx %s, %s implementation)",
+        os.path.abspath(args.maildir),
+        __version__,
+        IMPLEMENTATION,
+    )
     try:
         run(server, "uvloop" if args.loop == "uvloop" else None)
     except OSError as exc:
-        print(f"smtpx: cannot listen on {args.addr}: {exc}", file=sys.stderr)
-        return 1
+        _fail(f"argument --addr: cannot listen on {args.addr!r}: {exc.strerror or exc}")
     return 0

@@ -82,6 +82,31 @@ class Envelope:
     The handler receives it after DATA. ``data`` holds the message exactly as the client sent
     it after dot-unstuffing, CRLF line endings included, with any headers that middleware
     prepended in front.
+
+    Attributes:
+        remote_addr: The client's ``(ip, port)``; behind PROXY or XCLIENT, the address the
+            proxy reported, not the proxy's own.
+        local_addr: The ``(ip, port)`` the client connected to (PROXY: its destination).
+        hostname: The server's name, as in its greeting.
+        helo: The name the client gave in HELO or EHLO.
+        esmtp: True if the client greeted with EHLO (RFC 5321 4.1.1.1).
+        tls: The TLS session the message came over, or None for plaintext.
+        mail_from: The reverse-path of ``MAIL FROM``; ``Address("")`` for the null sender
+            ``<>`` (bounces).
+        rcpt_to: The accepted recipients, in the order of the RCPT commands.
+        utf8: True if MAIL FROM carried ``SMTPUTF8`` (RFC 6531).
+        body_type: The ``BODY=`` parameter of MAIL FROM (``7BIT``, ``8BITMIME``), or "".
+        connection_id: The number of the connection within this server, as in the log lines.
+        received_at: When the envelope was made, at the end of DATA (UTC).
+        error: An exception that middleware recorded for this message (``recover`` puts the
+            handler's here), or None.
+        values: Free-form per-message values for middleware (Go keeps these in a context):
+            ``"proxy"`` holds the PROXY header and ``"xclient"`` the XCLIENT attributes.
+        authenticated: The identity SMTP AUTH established on the connection (what the
+            ``Authenticator`` returned), or None without AUTH (RFC 4954).
+        mail_auth: The mailbox of MAIL FROM's ``AUTH=`` parameter, decoded from xtext; None
+            for ``AUTH=<>``, without the parameter, or from a client that did not
+            authenticate (RFC 4954 5).
     """
 
     __slots__ = (
@@ -89,6 +114,7 @@ class Envelope:
         "_envelope_id",
         "_joined",
         "_trace",
+        "authenticated",
         "body_type",
         "connection_id",
         "error",
@@ -96,6 +122,7 @@ class Envelope:
         "helo",
         "hostname",
         "local_addr",
+        "mail_auth",
         "mail_from",
         "rcpt_to",
         "received_at",
@@ -142,6 +169,10 @@ class Envelope:
             datetime.datetime.now(datetime.timezone.utc) if received_at is None else received_at
         )
         self.error: BaseException | None = None
+        # RFC 4954: the identity AUTH established on this connection (None without AUTH),
+        # and MAIL's AUTH= mailbox (None for <> or from a client that did not authenticate).
+        self.authenticated: str | None = None
+        self.mail_auth: str | None = None
         # Free-form per-message values for middleware (Go keeps these in a context).
         self.values: dict[str, Any] = {}
 

@@ -144,12 +144,17 @@ def add_delivered_to() -> Middleware:
 
 
 def received_protocol(envelope: Envelope) -> str:
-    """The RFC 3848 / RFC 6531 ``with`` keyword: SMTP, ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS."""
+    """The RFC 3848 / RFC 6531 ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP...
+
+    ``S`` marks TLS, ``A`` a client that authenticated (AUTH, RFC 4954).
+    """
+    auth = "A" if envelope.authenticated is not None else ""
+    tls = "S" if envelope.tls is not None else ""
     if envelope.utf8:
-        return "UTF8SMTPS" if envelope.tls is not None else "UTF8SMTP"
+        return f"UTF8SMTP{tls}{auth}"
     if not envelope.esmtp:
         return "SMTP"
-    return "ESMTPS" if envelope.tls is not None else "ESMTP"
+    return f"ESMTP{tls}{auth}"
 
 
 def _ip_literal(ip: str) -> str:

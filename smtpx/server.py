@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import gc
 import ipaddress
@@ -11,9 +12,10 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ._session import ClientInfo, Session
+from .auth import MECHANISMS, Authenticator, AuthThrottle, SaslMechanism
 from .handler import (
     NOOP_HANDLER,
     Handler,
@@ -23,6 +25,7 @@ from .handler import (
     chain,
     new_handler,
 )
+from .hooks import HookSet, collect_hooks
 from .protocol import ProtocolConfig
 
 __all__ = [
@@ -135,6 +138,20 @@ class Server:
             their RFC 2920 command group (after DATA, EHLO, ...), or pipeline without EHLO,
             with 554 5.5.0 (Postfix 3.9 ``smtpd_forbid_unauth_pipelining``).
         workers: Processes sharing the port via SO_REUSEPORT (``listen_and_serve`` only).
+        hooks: More objects with session hooks (``connect``, ``helo``, ``mail``, ``rcpt``; see
+            ``smtpx.hooks``), run after the handler's own hooks, in order; the first reply
+            that is not None wins. E.g. ``smtpx.hooks.filter_recipient_domains("example.org")``.
+        authenticator: Enables AUTH (RFC 4954): an async callable checking credentials (see
+            ``smtpx.auth.Authenticator``, e.g. ``FileAuthenticator``). AUTH is offered only on
+            TLS connections (``538 5.7.11`` before), so it needs ``tls`` unless
+            ``auth_allow_insecure``.
+        auth_required: MAIL gets ``530 5.7.0`` until the client authenticated.
+        auth_allow_insecure: Offer AUTH on plaintext connections too (passwords in clear;
+            for tests and trusted networks only; logged as a warning).
+        auth_throttle: Failed-AUTH delays and limits (``smtpx.auth.AuthThrottle``): by default
+            1 s doubling up to 8 s before each failure reply, ``421 4.7.0`` and close after 3
+            failures on a connection or 20 from one address in 15 minutes.
+        auth_mechanisms: SASL mechanisms offered, by upper-case name (default PLAIN, LOGIN).
     """
 
     def __init__(
@@ -166,11 +183,23 @@ class Server:
         allow_nul: bool = False,
         forbid_unauth_pipelining: bool = True,
         workers: int = 1,
+        hooks: Sequence[object] = (),
+        authenticator: Authenticator | None = None,
+        auth_required: bool = False,
+        auth_allow_insecure: bool = False,
+        auth_throttle: AuthThrottle | None = None,
+        auth_mechanisms: Mapping[str, Callable[[], SaslMechanism]] = MECHANISMS,
     ) -> None:
         if tls_always_on and tls is None:
             raise ValueError("tls_always_on needs a tls context")
         if require_tls and tls is None:
             raise ValueError("require_tls needs a tls context")
+        if authenticator is None and (auth_required or auth_allow_insecure):
+            raise ValueError("auth_required and auth_allow_insecure need an authenticator")
+        if authenticator is not None and tls is None and not auth_allow_insecure:
+            raise ValueError("AUTH is offered only over TLS: give tls, or auth_allow_insecure")
+        if authenticator is not None and not auth_mechanisms:
+            raise ValueError("an authenticator needs at least one SASL mechanism")
         for name, value in (
             ("max_size", max_size),
             ("max_clients", max_clients),
@@ -214,10 +243,18 @@ class Server:
         self.allow_nul = allow_nul
         self.forbid_unauth_pipelining = forbid_unauth_pipelining
         self.workers = workers
+        self.authenticator = authenticator
+        self.auth_required = auth_required
+        self.auth_allow_insecure = auth_allow_insecure
+        self.auth_throttle = auth_throttle if auth_throttle is not None else AuthThrottle()
+        self.auth_mechanisms = {k.upper(): v for k, v in auth_mechanisms.items()}
+        if authenticator is not None and auth_allow_insecure:
+            self.logger.warning("AUTH is offered without TLS: passwords may cross in clear")
         self._handler: Handler = NOOP_HANDLER
         self._middlewares: list[Middleware] = list(middlewares)
-        self.handler = handler if handler is not None else NOOP_HANDLER
-        self._protocol_config = ProtocolConfig(
+        self._extra_hooks = list(hooks)
+        self._hooks = HookSet()
+        self._base_config = ProtocolConfig(
             hostname=self.hostname,
             max_size=max_size,
             max_recipients=max_recipients,
@@ -229,7 +266,12 @@ class Server:
             normalize_line_endings=normalize_line_endings,
             allow_nul=allow_nul,
             forbid_unauth_pipelining=forbid_unauth_pipelining,
+            auth_mechanisms=tuple(self.auth_mechanisms) if authenticator is not None else (),
+            auth_insecure=auth_allow_insecure,
+            auth_required=auth_required,
         )
+        self._protocol_config = self._base_config
+        self.handler = handler if handler is not None else NOOP_HANDLER
         self._state = ServerState.NEW
         self._sessions: set[Session] = set()
         self._per_ip: dict[str, int] = {}
@@ -270,8 +312,26 @@ class Server:
         self._middlewares.extend(middlewares)
         self._rebuild_chain()
 
+    @property
+    def hooks(self) -> list[object]:
+        """A copy of the extra hook objects; assign a new list to change them at runtime."""
+        return list(self._extra_hooks)
+
+    @hooks.setter
+    def hooks(self, value: Sequence[object]) -> None:
+        self._extra_hooks = list(value)
+        self._rebuild_chain()
+
     def _rebuild_chain(self) -> None:
         self._handler_chain = chain(self._handler, self._middlewares)
+        # Hooks are found once here, not per command; a command without hooks costs nothing.
+        hooks = self._hooks = collect_hooks([self._handler, *self._extra_hooks])
+        self._protocol_config = dataclasses.replace(
+            self._base_config,
+            hook_helo=bool(hooks.helo),
+            hook_mail=bool(hooks.mail),
+            hook_rcpt=bool(hooks.rcpt),
+        )
 
     # ------------------------------------------------------------------- state
     @property
@@ -407,7 +467,7 @@ class Server:
         if self.timeout or self.max_session_time:
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.logger.info(
-            "smtpx listening on %s (pid %d)",
+            "listening on %s (pid %d)",
             ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets),
             os.getpid(),
         )
@@ -428,7 +488,9 @@ class Server:
         SIGINT and SIGTERM shut it down gracefully. With ``workers > 1`` it forks that many
         processes sharing the port.
         """
-        from ._runner import run  # noqa: PLC0415 (signal and process handling only when used)
+        # A call-time import, not a module one: _runner sits above this module (it imports
+        # Server), and this convenience method reaches up to it only when called.
+        from ._runner import run  # noqa: PLC0415
 
         run(self)
 
@@ -498,5 +560,5 @@ class Server:
         self._state = ServerState.STOPPED
         if self._stopped is not None:
             self._stopped.set()
-        self.logger.info("smtpx stopped (%s)", "graceful" if self._graceful else "deadline")
+        self.logger.info("stopped (%s)", "graceful" if self._graceful else "deadline")
         return self._graceful

@@ -37,7 +37,7 @@ class Counter:
 
 
 def parse_args(
-    description: str, with_loop: bool = False, with_workers: bool = False
+    description: str, with_loop: bool = False, with_workers: bool = False, with_hook: bool = False
 ) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--port", type=int, required=True)
@@ -46,4 +46,6 @@ def parse_args(
         p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     if with_workers:
         p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    if with_hook:
+        p.add_argument("--rcpt-hook", action="store_true", help="a trivial async rcpt hook")
     return p.parse_args()

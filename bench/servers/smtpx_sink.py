@@ -3,6 +3,9 @@
 Run with PYTHONPATH pointing at the smtpx tree; SMTPX_NO_EXTENSIONS=1 selects the pure twins
 (the "smtpx-pure" server of bench/load.py). ``--loop uvloop`` runs it on uvloop.
 
+``--rcpt-hook`` adds a trivial async ``rcpt`` session hook (it returns None), to measure what
+the hook machinery costs per RCPT (issue 12).
+
 ``--workers N`` (N > 1) runs smtpx's forking runner (``smtpx._runner.run``, what
 ``Server.listen_and_serve`` does): the parent binds the port and forks N workers that share it
 through SO_REUSEPORT. Every process then counts on its own, so on SIGUSR2 each one (the parent
@@ -28,7 +31,14 @@ if TYPE_CHECKING:
     from smtpx.envelope import Envelope
 
 
-def make_server(port: int, counter: Counter, workers: int = 1) -> smtpx.Server:
+class RcptHook:
+    async def rcpt(self, session: object, address: object, params: object) -> None:
+        return None
+
+
+def make_server(
+    port: int, counter: Counter, workers: int = 1, rcpt_hook: bool = False
+) -> smtpx.Server:
     async def handler(envelope: Envelope) -> None:
         counter.add(len(envelope.data))
         # None means "250 OK" to smtpx.
@@ -41,13 +51,14 @@ def make_server(port: int, counter: Counter, workers: int = 1) -> smtpx.Server:
         max_size=64 << 20,
         max_clients=10_000,
         workers=workers,
+        hooks=[RcptHook()] if rcpt_hook else [],
     )
 
 
-async def serve(port: int, stats: str, counter: Counter) -> None:
+async def serve(port: int, stats: str, counter: Counter, rcpt_hook: bool = False) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR2, counter.dump, stats)
-    await make_server(port, counter).serve()
+    await make_server(port, counter, rcpt_hook=rcpt_hook).serve()
 
 
 def serve_workers(port: int, stats: str, counter: Counter, workers: int, loop: str) -> None:
@@ -65,7 +76,7 @@ def serve_workers(port: int, stats: str, counter: Counter, workers: int, loop: s
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "", with_loop=True, with_workers=True)
+    args = parse_args(__doc__ or "", with_loop=True, with_workers=True, with_hook=True)
     impl = str(getattr(smtpx, "IMPLEMENTATION", "unknown"))
     if args.loop == "uvloop":
         # Optional dependency, imported only for --loop uvloop (and typed loosely, so mypy
@@ -75,15 +86,17 @@ def main() -> None:
     else:
         uvloop = None
         label = f"smtpx {impl} asyncio"
+    if args.rcpt_hook:
+        label += ", async rcpt hook"
     if args.workers > 1:
         counter = Counter(f"{label}, {args.workers} workers")
         serve_workers(args.port, args.stats, counter, args.workers, args.loop)
     elif uvloop is not None:
         counter = Counter(label)
-        uvloop.run(serve(args.port, args.stats, counter))
+        uvloop.run(serve(args.port, args.stats, counter, args.rcpt_hook))
     else:
         counter = Counter(label)
-        asyncio.run(serve(args.port, args.stats, counter))
+        asyncio.run(serve(args.port, args.stats, counter, args.rcpt_hook))
 
 
 if __name__ == "__main__":

@@ -206,7 +206,16 @@ class AuthResult(Result):
 @register_method
 @dataclass(frozen=True)
 class DKIMResult(Result):
-    """DKIM (RFC 8601 2.7.1): ``header.d``, ``.i``, ``.s``, ``.b`` (RFC 6008) and ``.a``."""
+    """DKIM (RFC 8601 2.7.1): ``header.d``, ``.i``, ``.s``, ``.b`` (RFC 6008) and ``.a``.
+
+    Attributes:
+        domain: The signing domain, ``d=`` of the signature (``header.d``).
+        identifier: The agent or user identifier, ``i=`` (``header.i``).
+        selector: The key selector, ``s=`` (``header.s``).
+        signature: The first characters of the signature, ``b=``, to tell several apart
+            (``header.b``, RFC 6008).
+        algorithm: The signing algorithm, ``a=``, e.g. ``rsa-sha256`` (``header.a``).
+    """
 
     domain: str = ""
     identifier: str = ""
@@ -227,7 +236,13 @@ class DKIMResult(Result):
 @register_method
 @dataclass(frozen=True)
 class DomainKeysResult(Result):
-    """DomainKeys (RFC 4870, historic): ``header.d``, ``header.from``, ``header.sender``."""
+    """DomainKeys (RFC 4870, historic): ``header.d``, ``header.from``, ``header.sender``.
+
+    Attributes:
+        domain: The signing domain (``header.d``).
+        from_: The From address (``header.from``).
+        sender: The Sender address (``header.sender``).
+    """
 
     domain: str = ""
     from_: str = ""
@@ -244,7 +259,11 @@ class DomainKeysResult(Result):
 @register_method
 @dataclass(frozen=True)
 class IPRevResult(Result):
-    """Reverse-DNS check (RFC 8601 2.7.3): ``policy.iprev``."""
+    """Reverse-DNS check (RFC 8601 2.7.3): ``policy.iprev``.
+
+    Attributes:
+        ip: The client IP address that was checked (``policy.iprev``).
+    """
 
     ip: str = ""
 
@@ -255,7 +274,12 @@ class IPRevResult(Result):
 @register_method
 @dataclass(frozen=True)
 class SenderIDResult(Result):
-    """Sender ID (RFC 4406, historic): ``header.<header_key>=<header_value>``."""
+    """Sender ID (RFC 4406, historic): ``header.<header_key>=<header_value>``.
+
+    Attributes:
+        header_key: The header field checked, e.g. ``From`` (written lowercased).
+        header_value: The address taken from it.
+    """
 
     header_key: str = ""
     header_value: str = ""
@@ -263,12 +287,14 @@ class SenderIDResult(Result):
     method: ClassVar[str] = "sender-id"
 
     def params(self) -> dict[str, str]:
+        """``header.<header_key>`` -> ``header_value``, or nothing if either is empty."""
         if not self.header_key or not self.header_value:
             return {}
         return {"header." + self.header_key.lower(): self.header_value}
 
     @classmethod
     def from_params(cls, value: str, reason: str, params: Mapping[str, str]) -> SenderIDResult:
+        """Build the result from the first ``header.*`` property."""
         for key, val in params.items():
             if key.startswith("header."):
                 return cls(value, reason, key[len("header.") :], val)
@@ -278,7 +304,12 @@ class SenderIDResult(Result):
 @register_method
 @dataclass(frozen=True)
 class SPFResult(Result):
-    """SPF (RFC 8601 2.7.2): ``smtp.mailfrom`` and ``smtp.helo``."""
+    """SPF (RFC 8601 2.7.2): ``smtp.mailfrom`` and ``smtp.helo``.
+
+    Attributes:
+        mail_from: The MAIL FROM identity checked (``smtp.mailfrom``), or "".
+        helo: The HELO/EHLO identity checked (``smtp.helo``), or "".
+    """
 
     mail_from: str = ""
     helo: str = ""
@@ -290,7 +321,11 @@ class SPFResult(Result):
 @register_method
 @dataclass(frozen=True)
 class DMARCResult(Result):
-    """DMARC (RFC 7489 11.2): ``header.from`` (the RFC 5322.From domain)."""
+    """DMARC (RFC 7489 11.2): ``header.from`` (the RFC 5322.From domain).
+
+    Attributes:
+        header_from: The domain of the message's From header (``header.from``).
+    """
 
     header_from: str = ""
 
@@ -304,6 +339,11 @@ class ARCResult(Result):
     """ARC (RFC 8617 10.2): ``smtp.remote-ip`` and ``header.oldest-pass`` (0 = absent).
 
     Unlike the Go package, it is written as ``arc=...``.
+
+    Attributes:
+        remote_ip: The client IP address (``smtp.remote-ip``), or "".
+        oldest_pass: The lowest ARC instance that still validates, 1..50, or 0 when absent
+            (``header.oldest-pass``).
     """
 
     remote_ip: str = ""
@@ -312,6 +352,7 @@ class ARCResult(Result):
     method: ClassVar[str] = "arc"
 
     def params(self) -> dict[str, str]:
+        """``header.oldest-pass`` and ``smtp.remote-ip``, each when set."""
         out: dict[str, str] = {}
         if self.oldest_pass:
             out["header.oldest-pass"] = str(self.oldest_pass)
@@ -321,6 +362,11 @@ class ARCResult(Result):
 
     @classmethod
     def from_params(cls, value: str, reason: str, params: Mapping[str, str]) -> ARCResult:
+        """Build the result from ``smtp.remote-ip`` and ``header.oldest-pass``.
+
+        Raises:
+            AuthResultsParseError: ``header.oldest-pass`` is not a number from 1 up.
+        """
         oldest = params.get("header.oldest-pass", "")
         # RFC 8617 10.2: the oldest-pass value is an instance number, 1..50. ASCII digits only
         # ("²".isdigit() is true), and few of them (int() refuses over 4,300 digits).
@@ -344,13 +390,16 @@ class GenericResult(Result):
     param_values: Mapping[str, str] = field(default_factory=dict)
 
     def method_name(self) -> str:
+        """The method keyword the result was parsed under (``method_``)."""
         return self.method_
 
     def params(self) -> dict[str, str]:
+        """``param_values`` without the empty ones."""
         return {k: v for k, v in self.param_values.items() if v}
 
     @classmethod
     def from_params(cls, value: str, reason: str, params: Mapping[str, str]) -> GenericResult:
+        """Keep every property as parsed; ``method_`` is set by the parser."""
         return cls(value, reason, "", dict(params))
 
 

@@ -36,7 +36,9 @@ from smtpx.responses import Response, new_response
 
 from . import (
     NONE,
+    PASS,
     TEMPERROR,
+    AuthResult,
     DKIMResult,
     DMARCResult,
     Result,
@@ -159,6 +161,9 @@ def authentication_results(
     def middleware(next_: HandlerFunc) -> HandlerFunc:
         async def check(envelope: Envelope) -> Response | None:
             results, refusal = await _run_checks(envelope, res, timeout, rand)
+            if envelope.authenticated is not None:
+                # RFC 8601 2.7.4: the client authenticated with SMTP AUTH (RFC 4954).
+                results = [AuthResult(PASS, auth=envelope.authenticated), *results]
             envelope.data = remove_authentication_results(envelope.data, authserv_id)
             header = format(authserv_id, results)
             envelope.prepend_header("Authentication-Results", header)

@@ -124,10 +124,12 @@ class _Context:
 
     @property
     def local_part(self) -> str:
+        """The sender's local part (``%{l}``, RFC 7208 7.2)."""
         return self.sender.rpartition("@")[0]
 
     @property
     def sender_domain(self) -> str:
+        """The sender's domain (``%{o}``, RFC 7208 7.2)."""
         return self.sender.rpartition("@")[2]
 
     def count_lookup(self) -> None:

@@ -10,6 +10,8 @@ from ._commands import CommandSyntaxError as CommandSyntaxError
 from ._connection import Connection as Connection
 from ._connection import ProtocolError as ProtocolError
 from ._events import NEED_DATA as NEED_DATA
+from ._events import AuthRequest as AuthRequest
+from ._events import AuthResponse as AuthResponse
 from ._events import CloseConnection as CloseConnection
 from ._events import ConnectionClosed as ConnectionClosed
 from ._events import Event as Event
@@ -29,6 +31,8 @@ __all__ = [
     "COMMAND_LINE_MAX_LENGTH",
     "COMMAND_VERB_MAX_LENGTH",
     "NEED_DATA",
+    "AuthRequest",
+    "AuthResponse",
     "CloseConnection",
     "CommandSyntaxError",
     "Connection",

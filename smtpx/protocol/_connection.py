@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 
+from smtpx import auth as _auth
 from smtpx import responses as R
 from smtpx._impl import DataReader
 from smtpx.address import Address
@@ -23,6 +25,8 @@ from ._commands import (
 )
 from ._events import (
     NEED_DATA,
+    AuthRequest,
+    AuthResponse,
     CloseConnection,
     ConnectionClosed,
     Event,
@@ -53,6 +57,11 @@ _MAX_PIPELINED = 1024 * 1024
 _XCLIENT_IN_TRANSACTION = R.Response(503, "5.5.1", "XCLIENT not allowed inside a transaction")
 _XCLIENT_BAD_VALUE = R.Response(501, "5.5.4", "Bad XCLIENT attribute value")
 _INTERNAL_ERROR_CLOSE = R.Response(421, "4.3.0", "Internal error, closing connection")
+# RFC 4954 6: "530 5.7.0 Authentication required".
+AUTH_REQUIRED = R.Response(530, "5.7.0", "Authentication required")
+_AUTH_NEEDS_EHLO = R.Response(503, "5.5.1", "Send EHLO first")
+# _next_line's answer for an over-long SASL line: compared by identity, never equal to a line.
+_TOO_LONG = bytes(bytearray(b"<too long>"))
 # RFC 2920 3.1: these end a group of pipelined commands; the client waits for their reply.
 # QUIT is left out (input after it is dropped with the connection), STARTTLS too (RFC 3207 5:
 # the core discards what follows it).
@@ -113,6 +122,7 @@ class Connection:
     __slots__ = (
         "_buf",
         "_config",
+        "_decision",
         "_discarding",
         "_eof",
         "_errors",
@@ -125,9 +135,11 @@ class Connection:
         "_sync",
         "_unrecognized",
         "_violation",
+        "authenticated",
         "body_type",
         "esmtp",
         "helo",
+        "mail_auth",
         "mail_from",
         "rcpt_to",
         "state",
@@ -155,6 +167,8 @@ class Connection:
         # input now is improper pipelining (forbid_unauth_pipelining).
         self._sync = False
         self._violation = False
+        # What accepting the command held in AWAIT_REPLY does (hooks; see decide()).
+        self._decision: Callable[[Response | None], None] | None = None
         self.state = State.COMMAND
         self.tls_active = tls_active
         self.xclient = xclient
@@ -164,6 +178,8 @@ class Connection:
         self.rcpt_to: list[Address] = []
         self.utf8 = False
         self.body_type = ""
+        self.authenticated: str | None = None  # the identity AUTH established
+        self.mail_auth: str | None = None  # MAIL AUTH= (RFC 4954 5), None for <>
 
     # ----------------------------------------------------------------- output
     def greeting(self) -> None:
@@ -184,7 +200,7 @@ class Connection:
 
     def send(self, response: Response) -> None:
         """Answer the pending ``Message`` event; the transaction ends either way."""
-        if self.state is not State.AWAIT_REPLY:
+        if self.state is not State.AWAIT_REPLY or self._decision is not None:
             raise ProtocolError(f"send() in state {self.state}")
         self._reply(response)
         self._reset_transaction()
@@ -194,6 +210,46 @@ class Connection:
             # error limit counts errors "without delivering mail".
             self._errors = 0
             self._junk = 0
+
+    def decide(self, response: Response | None) -> None:
+        """Answer a HELO/EHLO, MAIL or RCPT held for a hook (``hook_*`` in the config).
+
+        None (or a 2xx reply, sent instead of the default text) accepts the command; a 4xx or
+        5xx reply refuses it and counts as an error (``max_errors``), so that refusing every
+        RCPT does not give a client endless tries. Refusing one recipient leaves the
+        transaction as it was.
+        """
+        accept = self._decision
+        if accept is None or self.state is not State.AWAIT_REPLY:
+            raise ProtocolError(f"decide() in state {self.state}")
+        self._decision = None
+        self.state = State.COMMAND
+        if response is None or response.is_success:
+            accept(response)
+            return
+        self._reply(response)
+        self._count_errors(1)
+
+    def _hold(self, event: Event, accept: Callable[[Response | None], None]) -> Event:
+        self._decision = accept
+        self.state = State.AWAIT_REPLY
+        return event
+
+    def sasl_challenge(self, line: bytes) -> None:
+        """Send a ``334`` challenge line (``SaslChallenge.wire()``); the next line is for AUTH."""
+        if self.state is not State.AWAIT_REPLY or self._decision is not None:
+            raise ProtocolError(f"sasl_challenge() in state {self.state}")
+        self._out.append(line)
+        self.state = State.AUTH
+
+    def auth_done(self, response: Response, identity: str | None = None) -> None:
+        """End the AUTH exchange with ``response``; ``identity`` on success (235)."""
+        if self.state is not State.AWAIT_REPLY or self._decision is not None:
+            raise ProtocolError(f"auth_done() in state {self.state}")
+        self._reply(response)
+        self.state = State.COMMAND
+        if identity is not None and response.is_success:
+            self.authenticated = identity
 
     def close(self, response: Response | None = None) -> None:
         """Queue an optional final reply (e.g. 421) and stop parsing input."""
@@ -211,6 +267,7 @@ class Connection:
         self.tls_active = True
         self.helo = ""
         self.esmtp = False
+        self.authenticated = None
         self._reset_transaction()
         self.state = State.COMMAND
 
@@ -239,6 +296,7 @@ class Connection:
         self.rcpt_to = []
         self.utf8 = False
         self.body_type = ""
+        self.mail_auth = None
         self._reader = None
 
     # ------------------------------------------------------------------ input
@@ -350,6 +408,15 @@ class Connection:
                         return CloseConnection("improper command pipelining")
                 if event is not None:
                     return event
+            elif state is State.AUTH:
+                sasl = self._next_line(_auth.SASL_LINE_MAX_LENGTH)
+                if sasl is None:
+                    if self._eof:
+                        self.state = State.CLOSED
+                        return ConnectionClosed(in_data=False)
+                    return NEED_DATA
+                self.state = State.AWAIT_REPLY
+                return AuthResponse(None if sasl is _TOO_LONG else sasl)
             elif state is State.DATA:
                 reader = self._reader
                 assert reader is not None
@@ -388,9 +455,10 @@ class Connection:
         self._sync = True  # more input before data_to_send() is improper as well
         return False
 
-    def _next_line(self) -> bytes | None:
+    def _next_line(self, sasl_limit: int = 0) -> bytes | None:
+        # With sasl_limit, an over-long line is not answered here but returned as _TOO_LONG.
         buf = self._buf
-        limit = self._config.max_line_length + 2
+        limit = (sasl_limit or self._config.max_line_length) + 2
         while True:
             start = self._pos
             end = buf.find(b"\n", start)
@@ -409,6 +477,8 @@ class Connection:
                 self._pos = 0
             if too_long:
                 self._discarding = False
+                if sasl_limit:
+                    return _TOO_LONG
                 self._reply(R.FAIL_LINE_TOO_LONG)
                 continue
             return line[:-1] if line.endswith(b"\r") else line
@@ -452,23 +522,37 @@ class Connection:
     def _greet(self, arg: str, *, extended: bool) -> Event | None:
         name = parse_domain_arg(arg, utf8=extended)
         self._reset_transaction()  # RFC 5321 4.1.4: HELO/EHLO implies RSET
+        if self._config.hook_helo:
+            # Until the hook accepts, the client has no (new) HELO name.
+            self.helo = ""
+            self.esmtp = False
+            return self._hold(Greeted(name, extended), lambda r: self._greeted(name, extended, r))
+        self._greeted(name, extended, None)
+        return Greeted(name, extended)
+
+    def _greeted(self, name: str, extended: bool, response: Response | None) -> None:
         self.helo = name
         self.esmtp = extended
         cfg = self._config
         if not extended:
-            self._out.append(f"250 {cfg.hostname}\r\n".encode())
-            return Greeted(name, False)
-        lines = [f"{cfg.hostname} greets {name}", f"SIZE {cfg.max_size}", "8BITMIME", "PIPELINING"]
+            if response is not None:
+                self._reply(response)
+            else:
+                self._out.append(f"250 {cfg.hostname}\r\n".encode())
+            return
+        first = response.text if response is not None else f"{cfg.hostname} greets {name}"
+        lines = [first, f"SIZE {cfg.max_size}", "8BITMIME", "PIPELINING"]
         lines += ["SMTPUTF8", "ENHANCEDSTATUSCODES"]
         if cfg.tls_available and not self.tls_active:
             lines.append("STARTTLS")
+        if cfg.auth_mechanisms and (self.tls_active or cfg.auth_insecure):
+            lines.append("AUTH " + " ".join(cfg.auth_mechanisms))
         if self.xclient:
             lines.append("XCLIENT " + " ".join(sorted(_XCLIENT_ATTRS)))
         last = len(lines) - 1
         self._out.append(
             "".join(f"250{' ' if i == last else '-'}{t}\r\n" for i, t in enumerate(lines)).encode()
         )
-        return Greeted(name, True)
 
     def _mail(self, arg: str) -> Event | None:
         if not self.helo:
@@ -476,6 +560,9 @@ class Connection:
             return None
         if self._config.require_tls and not self.tls_active:
             self._reply(R.FAIL_TLS_REQUIRED)
+            return None
+        if self._config.auth_required and self.authenticated is None:
+            self._reply(AUTH_REQUIRED)
             return None
         if self.mail_from is not None:
             self._reply(R.FAIL_NESTED_MAIL_CMD)
@@ -487,6 +574,7 @@ class Connection:
         params = parse_params(rest)
         utf8 = False
         body = ""
+        mail_auth: str | None = None
         for key, value in params.items():
             if key == "SIZE":
                 # RFC 1870 6.3: a declared size over the limit is refused at MAIL.
@@ -504,6 +592,16 @@ class Connection:
                 if value is not None:
                     raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
                 utf8 = True
+            elif key == "AUTH" and self._config.auth_mechanisms:
+                # RFC 4954 5: xtext; from a client that has not authenticated, AUTH=<>.
+                if value is None:
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+                try:
+                    mail_auth = _auth.mail_auth_param(
+                        value, authenticated=self.authenticated is not None
+                    )
+                except ValueError:
+                    raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR) from None
             else:
                 self._reply(R.FAIL_UNKNOWN_PARAMETER)
                 return None
@@ -511,11 +609,27 @@ class Connection:
             address = parse_path(path, utf8=utf8, allow_null=True, allow_postmaster=False)
         except CommandSyntaxError as exc:
             raise _as_sender_error(exc) from None
+        if self._config.hook_mail:
+            return self._hold(
+                MailFrom(address, params),
+                lambda r: self._mail_accepted(address, utf8, body, mail_auth, r),
+            )
+        self._mail_accepted(address, utf8, body, mail_auth, None)
+        return MailFrom(address, params)
+
+    def _mail_accepted(
+        self,
+        address: Address,
+        utf8: bool,
+        body: str,
+        mail_auth: str | None,
+        response: Response | None,
+    ) -> None:
         self.mail_from = address
         self.utf8 = utf8
         self.body_type = body
-        self._reply(R.SUCCESS_MAIL_CMD)
-        return MailFrom(address, params)
+        self.mail_auth = mail_auth
+        self._reply(R.SUCCESS_MAIL_CMD if response is None else response)
 
     def _rcpt(self, arg: str) -> Event | None:
         if self.mail_from is None:
@@ -530,9 +644,15 @@ class Connection:
         if len(self.rcpt_to) >= self._config.max_recipients:
             self._reply(R.ERROR_TOO_MANY_RECIPIENTS)  # RFC 5321 4.5.3.1.10
             return None
+        if self._config.hook_rcpt:
+            return self._hold(RcptTo(address, params), lambda r: self._rcpt_accepted(address, r))
         self.rcpt_to.append(address)
         self._reply(R.SUCCESS_RCPT_CMD)
         return RcptTo(address, params)
+
+    def _rcpt_accepted(self, address: Address, response: Response | None) -> None:
+        self.rcpt_to.append(address)
+        self._reply(R.SUCCESS_RCPT_CMD if response is None else response)
 
     def _data(self, arg: str) -> Event | None:
         if arg.strip():
@@ -610,6 +730,32 @@ class Connection:
         self._reply(_HELP)
         return None
 
+    def _auth(self, arg: str) -> Event | None:
+        cfg = self._config
+        if not cfg.auth_mechanisms:
+            return self._unknown("AUTH")  # 502, as before AUTH existed
+        if not (self.tls_active or cfg.auth_insecure):
+            self._reply(_auth.AUTH_NOT_OFFERED)  # RFC 4954 6: 538 5.7.11
+            return None
+        if not self.esmtp:
+            self._reply(_AUTH_NEEDS_EHLO)  # AUTH is an ESMTP extension, offered in EHLO
+            return None
+        if self.authenticated is not None:
+            self._reply(_auth.AUTH_ALREADY_DONE)  # RFC 4954 4: 503 after a successful AUTH
+            return None
+        if self.mail_from is not None:
+            self._reply(_auth.AUTH_IN_TRANSACTION)
+            return None
+        parts = arg.split(" ")
+        if not 1 <= len(parts) <= 2 or not all(parts):
+            raise CommandSyntaxError(R.FAIL_SYNTAX_ERROR)
+        mechanism = parts[0].upper()
+        if mechanism not in cfg.auth_mechanisms:
+            self._reply(_auth.AUTH_UNKNOWN_MECHANISM)
+            return None
+        self.state = State.AWAIT_REPLY
+        return AuthRequest(mechanism, parts[1] if len(parts) == 2 else None)
+
     def _quit(self, arg: str) -> Event | None:
         self.close(R.SUCCESS_QUIT_CMD)
         return CloseConnection("quit")
@@ -679,4 +825,5 @@ _DISPATCH = {
     "QUIT": Connection._quit,
     "STARTTLS": Connection._starttls,
     "XCLIENT": Connection._xclient,
+    "AUTH": Connection._auth,
 }

@@ -8,6 +8,8 @@ from smtpx.address import Address
 
 __all__ = [
     "NEED_DATA",
+    "AuthRequest",
+    "AuthResponse",
     "CloseConnection",
     "ConnectionClosed",
     "Event",
@@ -91,6 +93,30 @@ class XClient:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """AUTH was accepted for a configured mechanism (RFC 4954); no reply is queued yet.
+
+    The driver runs the SASL exchange and answers with ``Connection.sasl_challenge`` (a 334
+    line, after which the next client line comes as ``AuthResponse``) or ``Connection.auth_done``.
+    ``initial_response`` is the second AUTH argument as sent (``"="`` for an empty one), or None.
+    """
+
+    mechanism: str
+    initial_response: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """One client line of a SASL exchange, CRLF removed (``repr`` hides it: it holds secrets).
+
+    ``line`` is None when the line was longer than the SASL limit (RFC 4954 4: 12288 octets);
+    answer it as the driver answers ``AuthRequest``.
+    """
+
+    line: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     """Flush what is queued, then close the connection (after QUIT or a fatal error)."""
 
@@ -105,5 +131,14 @@ class ConnectionClosed:
 
 
 Event = (
-    Greeted | MailFrom | RcptTo | Message | StartTLS | XClient | CloseConnection | ConnectionClosed
+    Greeted
+    | MailFrom
+    | RcptTo
+    | Message
+    | StartTLS
+    | XClient
+    | CloseConnection
+    | ConnectionClosed
+    | AuthRequest
+    | AuthResponse
 )

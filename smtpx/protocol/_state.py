@@ -11,7 +11,15 @@ the next input bytes mean:
   before the message is.
 - ``STARTTLS``: 220 was queued; no plaintext after it is ever parsed (RFC 3207 5). The driver
   calls ``tls_established`` after the handshake.
+- ``AUTH``: a 334 challenge was queued; the next line is a SASL response (up to 12288 octets,
+  RFC 4954 4), handed to the driver as ``AuthResponse``.
 - ``CLOSED``: nothing more is parsed.
+
+Decisions. With ``hook_helo``, ``hook_mail`` or ``hook_rcpt`` set, an acceptable HELO/EHLO, MAIL
+or RCPT queues no reply: its event is returned in ``AWAIT_REPLY`` and the driver answers it with
+``Connection.decide`` (None for the default reply). Input is held meanwhile, so replies to
+pipelined commands stay in order (RFC 2920). Without hooks, nothing of this runs. AUTH works the
+same way (``AuthRequest``, then ``sasl_challenge``/``auth_done``).
 
 Invariants:
 1. Every reply is produced by the core, except the reply to a ``Message`` event.
@@ -44,6 +52,7 @@ class State(enum.Enum):
     DATA = "data"
     AWAIT_REPLY = "await-reply"
     STARTTLS = "starttls"
+    AUTH = "auth"
     CLOSED = "closed"
 
 
@@ -82,6 +91,12 @@ class ProtocolConfig:
             PIPELINING is not in effect (before EHLO, or after HELO). The client gets
             ``554 5.5.0`` and the connection closes. QUIT and STARTTLS are not checked: input
             after them is discarded anyway (RFC 3207 5).
+        hook_helo: HELO/EHLO wait for ``Connection.decide`` (a session hook runs).
+        hook_mail: MAIL waits for ``Connection.decide``.
+        hook_rcpt: RCPT waits for ``Connection.decide``.
+        auth_mechanisms: SASL mechanisms (upper case) to offer; empty means no AUTH (502).
+        auth_insecure: Offer AUTH without TLS too (else ``538 5.7.11`` before TLS).
+        auth_required: MAIL gets ``530 5.7.0`` until AUTH succeeded.
         allow_nul: Store NUL bytes in DATA. Off by default: a message holding a NUL is read to
             its end and refused with ``550 5.6.0`` (RFC 5322 2.3; a later hop that drops NULs
             would read ``CRLF NUL . CRLF`` as the end of the data).
@@ -100,3 +115,9 @@ class ProtocolConfig:
     max_errors: int = 20
     max_junk_commands: int = 100
     forbid_unauth_pipelining: bool = True
+    hook_helo: bool = False
+    hook_mail: bool = False
+    hook_rcpt: bool = False
+    auth_mechanisms: tuple[str, ...] = ()
+    auth_insecure: bool = False
+    auth_required: bool = False

@@ -190,6 +190,7 @@ async def _stall_during(
         addr="127.0.0.1:0",
         handler=handler,
         max_size=8 * 1024 * 1024,
+        max_junk_commands=0,  # the probe below sends hundreds of NOOPs
         middlewares=[
             authentication_results(
                 HOSTNAME, resolver=_dns.resolver_at(dns.host, dns.port, timeout=hold), timeout=30

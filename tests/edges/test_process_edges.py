@@ -18,7 +18,7 @@ from tests.edges.edgeutil import stop_process, wait_until
 
 # The smtpx these tests imported (the installed wheel under tox, the tree otherwise).
 SMTPX_PATH = str(Path(smtpx.__file__).resolve().parents[1])
-LISTENING = re.compile(r"smtpx listening on 127\.0\.0\.1:(\d+) \(pid (\d+)\)")
+LISTENING = re.compile(r"smtpx: listening on 127\.0\.0\.1:(\d+) \(pid (\d+)\)")
 
 
 class Served:
