@@ -3,7 +3,8 @@
 What a broken or stuck handler costs must stay with its own message: its client gets a reply
 (451 for a bug, the handler's own when it finally answers), every other client is served
 meanwhile, and a shutdown waits for a running handler's decision instead of dropping it.
-Wrong return *types* are covered by ``tests/edges/test_guard.py``.
+Wrong return *types* are covered by ``tests/edges/test_guard.py``, a hook's wrong return by
+``tests/server/test_hooks.py``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from collections.abc import Callable
 
 import pytest
 
-from smtpx import Envelope, Response, new_response
+from smtpx import Address, Envelope, Response, new_response
+from smtpx.hooks import Params, SessionView
 from tests.edges.edgeutil import Conn, connect, wait_until
 from tests.server.serverthread import ServerThread
 
 MakeServer = Callable[..., ServerThread]
 ERROR_451 = (451, b"4.3.0 Requested action aborted: local error in processing")
+ERROR_LINE = b"451 4.3.0 Requested action aborted: local error in processing\r\n"
 
 
 def active(srv: ServerThread) -> int:
@@ -198,3 +201,70 @@ def test_shutdown_waits_for_a_blocked_sync_handler_and_sends_its_reply(
         assert busy.eof()
         assert done.result(10) is False  # the deadline was needed
     assert len(stored) == 1
+
+
+class RaisingHooks:
+    """Every session hook raises at ``where`` (plain hooks run in a thread, async ones not)."""
+
+    def __init__(self, where: str, *, in_thread: bool) -> None:
+        self.where = where
+        self.in_thread = in_thread
+
+    async def _maybe_raise(self, name: str) -> None:
+        if name == self.where:
+            if self.in_thread:
+                await asyncio.to_thread(self._raise, name)
+            self._raise(name)
+
+    def _raise(self, name: str) -> None:
+        raise Boom(f"{name} hook bug")
+
+    async def connect(self, session: SessionView) -> Response | None:
+        await self._maybe_raise("connect")
+        return None
+
+    async def helo(self, session: SessionView, name: str) -> Response | None:
+        await self._maybe_raise("helo")
+        return None
+
+    async def mail(self, session: SessionView, address: Address, params: Params) -> Response | None:
+        await self._maybe_raise("mail")
+        return None
+
+    async def rcpt(self, session: SessionView, address: Address, params: Params) -> Response | None:
+        await self._maybe_raise("rcpt")
+        return None
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["async", "thread"])
+@pytest.mark.parametrize("where", ["connect", "helo", "mail", "rcpt"])
+def test_hook_exception_gets_451_and_frees_the_slot(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture, where: str, in_thread: bool
+) -> None:
+    caplog.set_level(logging.INFO)
+    srv = make_server(hooks=[RaisingHooks(where, in_thread=in_thread)])
+    steps = {
+        "helo": b"EHLO client.test\r\n",
+        "mail": b"MAIL FROM:<a@b.example>\r\n",
+        "rcpt": b"RCPT TO:<r@x.example>\r\n",
+    }
+    with connect(srv.port) as c:
+        greeting = c.reply()
+        if where == "connect":
+            # No dialogue can start: the refusal replaces the greeting, and the client is gone.
+            assert greeting == ERROR_LINE
+            assert c.eof()
+        else:
+            assert greeting.startswith(b"220 ")
+            for name, line in steps.items():
+                reply = c.cmd(line)
+                if name == where:
+                    assert reply == ERROR_LINE
+                    break
+                assert reply.startswith(b"250")
+            assert c.cmd(b"NOOP\r\n").startswith(b"250")  # the session goes on
+            assert c.cmd(b"QUIT\r\n").startswith(b"221")
+    assert wait_until(lambda: active(srv) == 0)
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"RaisingHooks.{where}" in error.getMessage()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
