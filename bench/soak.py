@@ -8,17 +8,20 @@ Run by hand from the repository root (loopback only; bounded in time and in coun
 What runs, each in its own process:
 
 * the server under test: the real CLI, ``python -m smtpx serve --authres --dns-server
-  127.0.0.1:PORT --maildir TMP --tls-cert ... --tls-key ...`` (STARTTLS with trustme
-  certificates);
+  127.0.0.1:PORT --maildir TMP --tls-cert ... --tls-key ... --auth-file ...`` (STARTTLS with
+  trustme certificates, AUTH with one scrypt user);
 * a loopback DNS server (``tests/authres/dnsserver.py``) in this process, serving honest records
   to most sender domains and hostile ones to the rest: a 16384-bit DKIM key, SPF records built
   to make a backtracking regex blow up, an SPF record over the length cap, DMARC records with
   bad tags, names that never answer (timeouts) and names that answer SERVFAIL;
 * ``--procs`` client processes with ``--clients`` asyncio clients in all, each running one
   scenario after another (``SCENARIOS``): good mail, pipelined transactions, STARTTLS (and
-  plaintext injected after it), oversize messages, smuggling attempts, garbage commands,
+  plaintext injected after it), AUTH PLAIN after STARTTLS, oversize messages, smuggling
+  attempts, garbage commands,
   slowloris, abrupt disconnects and TLS handshakes cut half-way;
-* a probe process that sends NOOP every 0.2 s on a connection of its own and times the reply.
+* a probe process that sends NOOP every 0.2 s on a connection of its own and times the reply,
+  and (unless ``--no-control``) an idle smtpx with a probe of its own at the same priority: the
+  control tells the machine's share of the latency (scheduling) from the load's.
 
 Every message carries a unique token in its Message-ID. The checker then reads the Maildir
 and verifies that every message answered 250 was stored exactly once, byte-identical after
@@ -34,7 +37,7 @@ baseline (after a warm-up that fills the thread pools) and at the end; the probe
 99th-percentile NOOP latency. Exit status 1 when anything was lost, duplicated, mismatched or
 unexpectedly stored, or when the server did not stop cleanly.
 
-Adding a scenario (AUTH and BDAT, once the server has them): write an ``async def
+Adding a scenario (BDAT, once the server has it): write an ``async def
 scenario_x(client: ClientCtx) -> None`` that records each message it sends with
 ``client.record(token, kind, data)``, and add it to ``SCENARIOS`` with a weight. The checker
 needs nothing else.
@@ -359,6 +362,29 @@ async def scenario_starttls(c: ClientCtx) -> None:
     await c.quit()
 
 
+AUTH_USER, AUTH_PASSWORD = "soak", "soak password"
+
+
+async def scenario_auth(c: ClientCtx) -> None:
+    """STARTTLS, AUTH PLAIN (RFC 4954) with good credentials, then mail.
+
+    Only good credentials: every client comes from 127.0.0.1, and the per-address failure
+    limit (20 in 15 minutes) would soon refuse AUTH to all of them.
+    """
+    await c.connect()
+    await c.ehlo()
+    await c.cmd(b"STARTTLS", 220)
+    assert c.writer is not None
+    await asyncio.wait_for(c.writer.start_tls(c.tls, server_hostname=HOSTNAME), c.timeout)
+    await c.ehlo()
+    token = base64.b64encode(f"\0{AUTH_USER}\0{AUTH_PASSWORD}".encode())
+    code = await c.cmd(b"AUTH PLAIN " + token)
+    c.stats[f"auth_{code}"] += 1
+    if code == 235:
+        await c.transaction()
+    await c.quit()  # 454 4.7.0 (the password-check pool is busy) is a temporary refusal
+
+
 async def scenario_oversize(c: ClientCtx) -> None:
     await c.connect()
     await c.ehlo()
@@ -530,6 +556,7 @@ SCENARIOS: dict[str, tuple[float, Scenario]] = {
     "good": (40, scenario_good),
     "pipelined": (14, scenario_pipelined),
     "starttls": (10, scenario_starttls),
+    "auth": (4, scenario_auth),
     "oversize": (2, scenario_oversize),
     "smuggle": (6, scenario_smuggle),
     "garbage": (8, scenario_garbage),
@@ -786,6 +813,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         )
     ).decode()
     zone, slow, servfail = build_zone(public)
+    from smtpx.auth import hash_password  # noqa: PLC0415 (the smtpx under test: sys.path)
+
+    auth_file = work / "auth"
+    auth_file.write_text(f"{AUTH_USER}:{hash_password(AUTH_PASSWORD)}\n")
     dns = LoopbackDNSServer(zone, timeout_names=slow, servfail_names=servfail)
     dns.start()
     port = free_port()
@@ -815,6 +846,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         str(args.timeout),
         "--log-level",
         "WARNING",
+        "--auth-file",
+        str(auth_file),
         *args.server_arg,
     ]
     # An inherited PYTHONPATH comes first (the test suite points it at the smtpx under test).
