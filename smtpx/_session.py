@@ -223,6 +223,7 @@ class Session(asyncio.BufferedProtocol):
         "_close_after_reply",
         "_closing",
         "_deadline",
+        "_early_tls",
         "_expired",
         "_expires_at",
         "_failed",
@@ -267,6 +268,8 @@ class Session(asyncio.BufferedProtocol):
         self.ip_key: str | None = None  # what the server counts this client by (per-IP limit)
         self._handler_task: asyncio.Task[None] | None = None
         self._tls_task: asyncio.Task[None] | None = None
+        # Decrypted input the TLS layer delivered before start_tls() returned (see _received).
+        self._early_tls = b""
         self._paused_reading = False
         self._paused_writing = False
         self._closing = False
@@ -411,6 +414,14 @@ class Session(asyncio.BufferedProtocol):
         if conn is None or self._closing:
             return
         state = conn.state
+        if state is State.STARTTLS and self._tls_task is not None:
+            # The TLS layer hands over application data that came with the end of the
+            # handshake (TLS 1.3: a command in the same segment as the client's Finished)
+            # before start_tls() returns to _upgrade. It is encrypted input, not plaintext
+            # sent after STARTTLS (that stays with the paused plain transport and the core):
+            # keep it for the core, which gets it once it has started over (RFC 3207 4.2).
+            self._early_tls += data
+            return
         if state is State.DATA or state is State.BDAT:
             self._touch()  # in a message the timeout bounds silence, not the whole upload
         conn.receive_data(data)
@@ -1275,8 +1286,11 @@ class Session(asyncio.BufferedProtocol):
         assert conn is not None
         conn.tls_established()  # RFC 3207 4.2: forget everything but the connection identity
         self._touch()
+        early, self._early_tls = self._early_tls, b""
         if self._shutdown_requested or self._expired:
             self._say_goodbye()
+        elif early:
+            self._received(early)
 
     def _apply_xclient(self, event: XClient) -> None:
         attrs = event.attrs
