@@ -340,6 +340,21 @@ async def scenario_pipelined(c: ClientCtx) -> None:
     c.close()
 
 
+async def start_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
+    """Upgrade a client stream to TLS (``StreamWriter.start_tls`` is Python 3.11+)."""
+    if sys.version_info >= (3, 11):
+        await writer.start_tls(context, server_hostname=HOSTNAME)
+        return
+    # NOTE: Python 3.10 has loop.start_tls only; the stream's protocol keeps feeding the reader,
+    # so only the writer must learn the new transport. Ref: CPython gh-79156 (added in 3.11).
+    transport = writer.transport
+    loop = asyncio.get_running_loop()
+    tls = await loop.start_tls(
+        transport, transport.get_protocol(), context, server_hostname=HOSTNAME
+    )
+    setattr(writer, "_transport", tls)  # noqa: B010 (private slot, 3.10 only)
+
+
 async def scenario_starttls(c: ClientCtx) -> None:
     await c.connect()
     await c.ehlo()
@@ -355,7 +370,7 @@ async def scenario_starttls(c: ClientCtx) -> None:
     if code != 220:
         raise Reply(f"STARTTLS -> {code}")
     assert c.writer is not None
-    await asyncio.wait_for(c.writer.start_tls(c.tls, server_hostname=HOSTNAME), c.timeout)
+    await asyncio.wait_for(start_tls(c.writer, c.tls), c.timeout)
     await c.ehlo()
     for _ in range(c.rng.randint(1, 2)):
         await c.transaction()  # a 503 here would mean the injected MAIL ran
@@ -375,7 +390,7 @@ async def scenario_auth(c: ClientCtx) -> None:
     await c.ehlo()
     await c.cmd(b"STARTTLS", 220)
     assert c.writer is not None
-    await asyncio.wait_for(c.writer.start_tls(c.tls, server_hostname=HOSTNAME), c.timeout)
+    await asyncio.wait_for(start_tls(c.writer, c.tls), c.timeout)
     await c.ehlo()
     token = base64.b64encode(f"\0{AUTH_USER}\0{AUTH_PASSWORD}".encode())
     code = await c.cmd(b"AUTH PLAIN " + token)
