@@ -1195,7 +1195,7 @@ class Session(asyncio.BufferedProtocol):
         self._handler_task = None
         conn = self.conn
         assert conn is not None
-        replies = self._lmtp_replies(response, message, envelope.envelope_id)
+        replies = self._lmtp_replies(response, message, envelope)
         if self._closing:
             self.logger.warning(
                 "connection %d: client left before the reply to envelope %s (%s)",
@@ -1214,7 +1214,7 @@ class Session(asyncio.BufferedProtocol):
         self._process()  # commands pipelined after the final dot (RFC 2920)
 
     def _lmtp_replies(
-        self, response: Response, message: Message, envelope_id: str
+        self, response: Response, message: Message, envelope: Envelope
     ) -> tuple[Response, ...] | None:
         """LMTP (RFC 2033 4.2): one final reply per recipient, in RCPT order; None for SMTP."""
         if not self._server._protocol_config.lmtp:
@@ -1229,7 +1229,7 @@ class Session(asyncio.BufferedProtocol):
                 self.connection_id,
                 len(response.replies),
                 count,
-                envelope_id,
+                envelope.envelope_id,  # made only here: SMTP never pays for the id
             )
             return (R.ERROR_HANDLER,) * count
         replies = []
