@@ -157,6 +157,8 @@ _TOO_MANY_FROM_IP = Response(421, "4.7.0", "Too many connections from your addre
 # RFC 3463 4.4.2 (bad connection): the connection lasted longer than the server allows.
 _SESSION_EXPIRED = Response(421, "4.4.2", "Session time limit reached, closing connection")
 
+_DISCONNECTS: set[asyncio.Future[None]] = set()
+
 # Input held while a reply is owed before the client is paused (flow control, RFC 2920).
 _MAX_HELD = 64 * 1024
 
@@ -393,6 +395,28 @@ class Session(asyncio.BufferedProtocol):
             self._internal_error("closing the PROXY reader")
         finally:
             self._server._unregister(self)
+            if self._server._hooks.disconnect:
+                self._disconnected()
+
+    def _disconnected(self) -> None:
+        """Run the ``disconnect`` hooks in a task of their own (nothing to reply any more)."""
+
+        async def run(calls: tuple[HookCall, ...]) -> None:
+            view = self._view_of()
+            for call in calls:
+                try:
+                    await call(view)
+                except Exception:
+                    self.logger.exception(
+                        "connection %d: a disconnect hook failed", self.connection_id
+                    )
+
+        try:
+            task = asyncio.get_running_loop().create_task(run(self._server._hooks.disconnect))
+        except RuntimeError:  # the loop is gone: nothing is left to release
+            return
+        _DISCONNECTS.add(task)  # a strong reference until it is done
+        task.add_done_callback(_DISCONNECTS.discard)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._server._recv_view

@@ -24,7 +24,8 @@ from ._unix import unix_path
 from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
 from .authres._dns import resolver_at
-from .handler import Middleware
+from .forward import Forward, parse_backend_url
+from .handler import Handler, Middleware, new_handler
 from .hooks import filter_recipient_domains
 from .maildir import MaildirHandler
 from .middleware import add_received_header, add_return_path, logger, recover
@@ -175,7 +176,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--maildir",
         default="./maildir",
         metavar="DIR",
-        help="Maildir folder, created if missing (default %(default)s)",
+        help="Maildir folder, created if missing (default %(default)s); "
+        "accepted and unused with --forward",
+    )
+    serve.add_argument(
+        "--forward",
+        default=None,
+        metavar="URL",
+        help="instead of the Maildir, relay each transaction to a backend as it happens "
+        "(MAIL, each RCPT, the message; the backend's replies are the client's): "
+        "smtp://HOST:PORT[?starttls=1], lmtp://HOST:PORT or lmtp+unix:///PATH",
+    )
+    serve.add_argument(
+        "--forward-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --forward: time for a whole backend reply, a connection or a free pool "
+        "slot; past it the client gets 451 4.4.1 (default %(default)g)",
+    )
+    serve.add_argument(
+        "--forward-pool",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="with --forward: backend connections per worker, at most (default %(default)s)",
     )
     serve.add_argument(
         "--unix-mode",
@@ -381,6 +406,13 @@ def check_args(args: argparse.Namespace) -> None:
     ):
         if getattr(args, flag[2:].replace("-", "_")) and not getattr(args, needs[2:]):
             raise UsageError(flag, f"only works with {needs}")
+    if args.forward is not None:
+        try:
+            parse_backend_url(args.forward)
+        except ValueError as exc:
+            raise UsageError("--forward", str(exc)) from None
+        if not args.forward_timeout > 0:
+            raise UsageError("--forward-timeout", "must be more than 0 seconds")
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise UsageError("--loop", "uvloop is not installed (pip install 'smtpx[uvloop]')")
 
@@ -411,12 +443,23 @@ def build_server(args: argparse.Namespace) -> Server:
     """
     check_args(args)
     tls = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    try:
-        handler = MaildirHandler(args.maildir)
-    except OSError as exc:
-        raise UsageError(
-            "--maildir", f"cannot use {args.maildir!r} as a Maildir: {exc.strerror or exc}"
-        ) from None
+    forward: Forward | None = None
+    handler: Handler | MaildirHandler
+    if args.forward is not None:
+        forward = Forward(
+            args.forward,
+            timeout=args.forward_timeout,
+            pool_size=args.forward_pool,
+            ehlo_name=args.hostname or socket.gethostname(),
+        )
+        handler = new_handler(forward.data)
+    else:
+        try:
+            handler = MaildirHandler(args.maildir)
+        except OSError as exc:
+            raise UsageError(
+                "--maildir", f"cannot use {args.maildir!r} as a Maildir: {exc.strerror or exc}"
+            ) from None
     middlewares: list[Middleware] = [logger(), recover]
     hostname = args.hostname or socket.gethostname()
     if args.authres:
@@ -428,7 +471,8 @@ def build_server(args: argparse.Namespace) -> Server:
             authentication_results(hostname, resolver=resolver, reject_dmarc=args.reject_dmarc)
         )
     # Prepended headers stack up: Return-Path ends on top, then Received, then the results.
-    middlewares += [add_received_header(), add_return_path]
+    # Return-Path belongs to the final delivery (RFC 5321 4.4), not to a relay hop.
+    middlewares += [add_received_header()] if forward else [add_received_header(), add_return_path]
     authenticator: FileAuthenticator | None = None
     if args.auth_file:
         if tls is None and not args.auth_insecure:
@@ -447,6 +491,8 @@ def build_server(args: argparse.Namespace) -> Server:
     hooks: list[object] = []
     if args.accept_domain:
         hooks.append(filter_recipient_domains(*args.accept_domain))
+    if forward is not None:
+        hooks.append(forward)  # last: the backend sees only what every other hook accepted
     return Server(
         hostname=hostname,
         addr=args.addr,
@@ -562,8 +608,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._runner import run  # noqa: PLC0415 (keeps `--help` and `--version` light)
 
     _log.info(
-        "storing mail in Maildir %s (smtpx %s, %s implementation)",
-        os.path.abspath(args.maildir),
+        "%s (smtpx %s, %s implementation)",
+        f"forwarding mail to {args.forward}"
+        if args.forward
+        else f"storing mail in Maildir {os.path.abspath(args.maildir)}",
         __version__,
         IMPLEMENTATION,
     )

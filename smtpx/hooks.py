@@ -10,6 +10,9 @@ as a plain handler function does):
 * ``mail(session, address, params)``: MAIL FROM, after smtpx's own checks.
 * ``rcpt(session, address, params)``: each RCPT TO, after smtpx's own checks. Refusing one
   recipient does not end the transaction.
+* ``disconnect(session)``: once, after the connection closed (whoever closed it); its return
+  value is ignored, and one that raises is logged. It runs in its own task, after the
+  session's last reply, so it may release what ``mail`` took (``smtpx.forward`` does).
 
 Each returns None for smtpx's default reply, or a ``Response``: a 4xx or 5xx one refuses the
 command, a 2xx one accepts it with that text. A hook that raises is logged and the client gets
@@ -42,6 +45,7 @@ from .responses import Response
 __all__ = [
     "HOOK_NAMES",
     "ConnectHook",
+    "DisconnectHook",
     "HeloHook",
     "HookReply",
     "HookSet",
@@ -63,7 +67,7 @@ Params: TypeAlias = dict[str, "str | None"]
 HookReply: TypeAlias = "Response | Awaitable[Response | None] | None"
 """What a hook returns: a reply or None, directly (plain function) or awaited (async def)."""
 
-HOOK_NAMES = ("connect", "helo", "mail", "rcpt")
+HOOK_NAMES = ("connect", "helo", "mail", "rcpt", "disconnect")
 
 
 class SessionView(Protocol):
@@ -160,6 +164,14 @@ class RcptHook(Protocol):
         ...
 
 
+class DisconnectHook(Protocol):
+    """``disconnect(session)``: the connection closed; nothing can be sent any more."""
+
+    def disconnect(self, session: SessionView, /) -> Awaitable[None] | None:
+        """Release what the session held; the return value is ignored."""
+        ...
+
+
 class HookedHandler(Handler, ConnectHook, HeloHook, MailHook, RcptHook, Protocol):
     """A handler with ``data`` and every hook (for type checking a complete handler)."""
 
@@ -189,6 +201,8 @@ class HookSet:
         helo: The ``helo`` hooks.
         mail: The ``mail`` hooks.
         rcpt: The ``rcpt`` hooks.
+        disconnect: The ``disconnect`` hooks (not counted by ``bool()``: they hold no
+            command).
         names: Per command, in the order above, the qualified name of each hook (for log
             lines).
     """
@@ -197,7 +211,8 @@ class HookSet:
     helo: tuple[HookCall, ...] = ()
     mail: tuple[HookCall, ...] = ()
     rcpt: tuple[HookCall, ...] = ()
-    names: tuple[tuple[str, ...], ...] = ((), (), (), ())
+    names: tuple[tuple[str, ...], ...] = ((), (), (), (), ())
+    disconnect: tuple[HookCall, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.connect or self.helo or self.mail or self.rcpt)
@@ -221,6 +236,7 @@ def collect_hooks(objects: Iterable[object]) -> HookSet:
         helo=tuple(found["helo"]),
         mail=tuple(found["mail"]),
         rcpt=tuple(found["rcpt"]),
+        disconnect=tuple(found["disconnect"]),
         names=tuple(tuple(names[n]) for n in HOOK_NAMES),
     )
 
