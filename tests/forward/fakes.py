@@ -32,7 +32,7 @@ class Conn:
 
     async def message(self) -> bytes:
         """Read up to the final dot; the message as sent (still dot-stuffed)."""
-        out = []
+        out: list[bytes] = []
         while True:
             raw = await self.reader.readline()
             if raw in (b".\r\n", b""):
@@ -78,7 +78,7 @@ class FakeBackend:
         self.script = script
         self.conns: list[Conn] = []
         self.loop = asyncio.new_event_loop()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.port = 0
 

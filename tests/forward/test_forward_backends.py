@@ -6,7 +6,6 @@ saw accepted arrived exactly once, and none it saw refused did.
 
 from __future__ import annotations
 
-import smtplib
 import time
 from collections.abc import Callable
 
@@ -31,7 +30,9 @@ def body(subject: str) -> bytes:
 
 
 def front(make_server: MakeServer, url: str, **options: object) -> ServerThread:
-    fwd_options = {k: options.pop(k) for k in ("timeout", "pool_size", "idle_timeout") if k in options}
+    fwd_options = {
+        k: options.pop(k) for k in ("timeout", "pool_size", "idle_timeout") if k in options
+    }
     return make_server(handler=Forward(url, **fwd_options), **options)  # type: ignore[arg-type]
 
 
@@ -64,7 +65,9 @@ def classify(reply: tuple[int, bytes] | None) -> tuple[int, bytes] | None:
 class RefuseSome:
     """A backend's hooks and handler: refuse bad@ at RCPT, and subject 'spam' after DATA."""
 
-    async def rcpt(self, session: SessionView, address: Address, params: Params, /) -> Response | None:
+    async def rcpt(
+        self, session: SessionView, address: Address, params: Params, /
+    ) -> Response | None:
         return R.FAIL_RCPT_CMD if address.address.startswith("bad@") else None
 
     async def data(self, envelope: Envelope) -> Response | None:
@@ -95,9 +98,9 @@ def test_backend_refusals_are_the_clients(make_server: MakeServer) -> None:
     mail, rcpts, data = send(srv, ["bad@d.test", "ok@d.test"], "ham")
     assert [classify(r) for r in rcpts] == [(550, b"5.1.1"), (250, b"2.1.5")]
     assert data is not None and data[0] == 250
-    mail, rcpts, data = send(srv, ["ok@d.test"], "spam")
+    _, _, data = send(srv, ["ok@d.test"], "spam")
     assert classify(data) == (554, b"5.7.1") and b"spam refused" in data[1]  # type: ignore[index]
-    mail, rcpts, data = send(srv, ["bad@d.test"], "never")
+    _mail, rcpts, data = send(srv, ["bad@d.test"], "never")
     assert rcpts[0][0] == 550 and data is None
     time.sleep(0.3)
     got = backend.envelopes
@@ -278,7 +281,7 @@ def test_transaction_without_data_gives_the_connection_back(
         c.quit()
     else:
         c.close()  # no QUIT: the client just goes
-    mail, rcpts, data = send(srv, ["y@d.test"], "next")
+    _mail, _rcpts, data = send(srv, ["y@d.test"], "next")
     assert data is not None and data[0] == 250
     if ending == "rset":
         c.quit()
@@ -301,7 +304,9 @@ def test_only_advertised_parameters_pass_re_encoded(make_server: MakeServer) -> 
     srv = front(make_server, f"smtp://127.0.0.1:{with_dsn.port}", dsn=True)
     with srv.smtp() as c:
         c.ehlo()
-        assert c.mail("a@c.test", ["SIZE=100", "BODY=8bitmime", "RET=hdrs", "ENVID=id+2Bx"])[0] == 250
+        assert (
+            c.mail("a@c.test", ["SIZE=100", "BODY=8bitmime", "RET=hdrs", "ENVID=id+2Bx"])[0] == 250
+        )
         assert c.rcpt("x@d.test", ["NOTIFY=failure,delay", "ORCPT=rfc822;x+2By@d.test"])[0] == 250
         assert c.data(body("dsn"))[0] == 250
     (env,) = with_dsn.wait_for_envelopes(1)
