@@ -95,7 +95,7 @@ def test_smtp_backend_relays_and_reuses_connections(make_server: MakeServer) -> 
 def test_backend_refusals_are_the_clients(make_server: MakeServer) -> None:
     backend = make_server(handler=RefuseSome())
     srv = front(make_server, f"smtp://127.0.0.1:{backend.port}")
-    mail, rcpts, data = send(srv, ["bad@d.test", "ok@d.test"], "ham")
+    _, rcpts, data = send(srv, ["bad@d.test", "ok@d.test"], "ham")
     assert [classify(r) for r in rcpts] == [(550, b"5.1.1"), (250, b"2.1.5")]
     assert data is not None and data[0] == 250
     _, _, data = send(srv, ["ok@d.test"], "spam")

@@ -43,6 +43,7 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+virtual   unix  -       n       n       -       -       virtual
 """
 
 
@@ -118,6 +119,38 @@ class PrivatePostfix:
         """Point the default transport elsewhere (before ``start``)."""
         self._main["default_transport"] = self._main["relay_transport"] = transport
         self._write_main()
+
+    def deliver_to_maildirs(self, domain: str, users: list[str]) -> None:
+        """Take mail for ``users`` (local parts) of ``domain`` into Maildirs (before ``start``).
+
+        Postfix's ``virtual`` delivery agent writes each to ``<root>/vmail/<domain>/<user>/``
+        as ``nobody``; other recipients of ``domain`` are refused at RCPT (550 5.1.1).
+        """
+        nobody = pwd.getpwnam("nobody")
+        self.vmail = self.root / "vmail"
+        self.vmail.mkdir()
+        os.chown(self.vmail, nobody.pw_uid, nobody.pw_gid)
+        table = self.config / "vmailbox"
+        table.write_text("".join(f"{u}@{domain} {domain}/{u}/\n" for u in users))
+        self._main.update(
+            {
+                "virtual_mailbox_domains": domain,
+                "virtual_mailbox_base": str(self.vmail),
+                # texthash: read as it is, no postmap needed.
+                "virtual_mailbox_maps": f"texthash:{table}",
+                "virtual_uid_maps": f"static:{nobody.pw_uid}",
+                "virtual_gid_maps": f"static:{nobody.pw_gid}",
+                "virtual_transport": "virtual",
+                "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+            }
+        )
+        self._write_main()
+
+    def maildir(self, address: str) -> list[bytes]:
+        """The messages the ``virtual`` agent delivered to ``address`` (new/ and cur/)."""
+        user, domain = address.split("@")
+        box = self.vmail / domain / user
+        return [f.read_bytes() for f in sorted([*box.glob("new/*"), *box.glob("cur/*")])]
 
     def _postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
