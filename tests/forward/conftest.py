@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.edges.test_haproxy_real import haproxy  # noqa: F401 (the recipe test's fixture)
 from tests.forward.fakes import FakeBackend, Script
 from tests.server.serverthread import ServerThread
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.edges.edgeutil import free_port, stop_process, wait_for_port, wait_until
-from tests.edges.test_haproxy_real import EXAMPLE, haproxy  # noqa: F401 (a fixture)
+from tests.edges.test_haproxy_real import EXAMPLE
 from tests.forward.dovecot import PrivateDovecot
 from tests.test_cli_errors import ENV, smtpx_cli
 
