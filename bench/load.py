@@ -233,6 +233,23 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
         # Issue 12: the same sink with a trivial async rcpt session hook (compare with "smtpx").
         smtpx("smtpx-rcpthook", False, "asyncio", rcpt_hook=True),
         smtpx("smtpx-pure-rcpthook", True, "asyncio", rcpt_hook=True),
+        # Issue 14: smtpx forwarding each transaction to a Postfix smtp-sink it starts itself;
+        # its count is what smtp-sink received (compare msgs/s with "smtpx").
+        ServerSpec(
+            name="smtpx-forward",
+            family="smtpx",
+            argv=lambda port, stats: [
+                py,
+                str(sink / "smtpx_forward_sink.py"),
+                "--port",
+                str(port),
+                "--stats",
+                stats,
+            ],
+            env=_python_env({}, smtpx_path),
+            probe=(py, "-c", "import smtpx.forward"),
+            need=("smtp-sink",),
+        ),
     ]
     # Issue 6 part 3: worker processes sharing one port (SO_REUSEPORT) through smtpx's forking
     # runner; "-workers2" always exists, --workers N adds "-workersN".

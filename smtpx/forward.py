@@ -263,7 +263,16 @@ class _Reply:
 class _Backend:
     """One connection to the backend: send a command, read one bounded reply."""
 
-    __slots__ = ("_limits", "extensions", "idle_since", "lmtp", "reader", "used", "writer")
+    __slots__ = (
+        "_limits",
+        "expired",
+        "extensions",
+        "idle_since",
+        "lmtp",
+        "reader",
+        "used",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -278,6 +287,7 @@ class _Backend:
         self.extensions: dict[str, str] = {}
         self.idle_since = time.monotonic()
         self.used = False  # has carried a transaction: a failure at MAIL may be a stale one
+        self.expired = False
         self._limits = limits
 
     @property
@@ -293,19 +303,29 @@ class _Backend:
         if not self.writer.is_closing():
             self.writer.close()
 
+    def _expire(self) -> None:
+        # The deadline of a whole reply (or of the backend taking the message) passed: abort
+        # the connection, which ends the read or the drain that waits on it. A timer, not
+        # asyncio.timeout: the session runs a hook's first step outside any task, and a
+        # timer costs less than a cancellation per reply.
+        self.expired = True
+        self.writer.transport.abort()
+
     async def read_reply(self, timeout: float) -> _Reply:
         """Read one whole reply within ``timeout`` seconds.
 
         Raises:
             _BackendError: Timeout, EOF, or a reply over the bounds or malformed.
         """
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire)
         try:
-            async with _timeout(timeout):
-                return await self._read_reply()
-        except TimeoutError:
-            raise _BackendError(f"no complete reply within {timeout:g}s") from None
+            return await self._read_reply()
         except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
+            if self.expired:
+                raise _BackendError(f"no complete reply within {timeout:g}s") from None
             raise _BackendError(f"reading a reply: {type(e).__name__}: {e}") from None
+        finally:
+            timer.cancel()
 
     async def _read_reply(self) -> _Reply:
         max_bytes, max_lines = self._limits
@@ -347,17 +367,22 @@ class _Backend:
     async def send_message(self, chunks: AsyncIterator[bytes], timeout: float) -> None:
         """Write the message, dot-stuffed (RFC 5321 4.5.2), and the final dot."""
         stuffer = _DotStuffer()
+        writer = self.writer
+        loop = asyncio.get_running_loop()
         try:
             async for chunk in chunks:
-                self.writer.write(stuffer.feed(chunk))
-                async with _timeout(timeout):
-                    await self.writer.drain()
-            self.writer.write(stuffer.end())
-            async with _timeout(timeout):
-                await self.writer.drain()
-        except TimeoutError:
-            raise _BackendError(f"the backend read nothing for {timeout:g}s") from None
+                writer.write(stuffer.feed(chunk))
+                if writer.transport.get_write_buffer_size() > _CHUNK:
+                    # Flow control: wait for the backend to take it, at most ``timeout``.
+                    timer = loop.call_later(timeout, self._expire)
+                    try:
+                        await writer.drain()
+                    finally:
+                        timer.cancel()
+            writer.write(stuffer.end())  # a failed write shows in the reply that follows
         except (OSError, RuntimeError) as exc:
+            if self.expired:
+                raise _BackendError(f"the backend took nothing for {timeout:g}s") from None
             raise _BackendError(f"writing the message: {exc}") from None
 
 
@@ -418,6 +443,7 @@ class _Pool:
                 return backend
             self._drop(backend)
         if self._open >= self._fw.pool_size:
+            await _in_task()  # for _timeout below
             waiter: asyncio.Future[_Backend | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -565,6 +591,7 @@ class Forward:
 
     async def _connect(self) -> _Backend:
         url = self.url
+        await _in_task()  # for _timeout below
         try:
             async with _timeout(self.timeout):
                 if url.path:
@@ -711,7 +738,6 @@ class Forward:
         self, session: SessionView, address: Address, params: Params, /
     ) -> Response | None:
         """MAIL: take a backend connection and send MAIL; its refusal is the client's."""
-        await _in_task()
         stale = self._txns.pop(session.connection_id, None)
         if stale is not None:
             await self._end(stale)
@@ -755,7 +781,6 @@ class Forward:
         self, session: SessionView, address: Address, params: Params, /
     ) -> Response | None:
         """RCPT: send it on; the backend's refusal is the client's."""
-        await _in_task()
         txn = self._txns.get(session.connection_id)
         if txn is None:
             return FORWARD_FAILED
@@ -786,7 +811,6 @@ class Forward:
 
     async def disconnect(self, session: SessionView, /) -> None:
         """The client left: end its transaction, if any."""
-        await _in_task()
         txn = self._txns.pop(session.connection_id, None)
         if txn is not None:
             await self._end(txn)
@@ -794,7 +818,6 @@ class Forward:
     # ------------------------------------------------------------------ handler
     async def data(self, envelope: Envelope) -> Response:
         """Send the message; the backend's reply (one per recipient for LMTP) is the client's."""
-        await _in_task()
         txn = self._txns.pop(envelope.connection_id, None)
         if txn is None:
             return FORWARD_FAILED
