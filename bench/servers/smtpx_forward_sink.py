@@ -11,6 +11,7 @@ front accepted is in the "impl" label (it must be the same).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -49,7 +50,8 @@ def start_sink(out: str) -> tuple[subprocess.Popen[bytes], int]:
 
 async def serve(port: int, stats: str) -> None:
     impl = str(getattr(smtpx, "IMPLEMENTATION", "unknown"))
-    out = tempfile.NamedTemporaryFile(prefix="smtp-sink-", suffix=".out", delete=False).name
+    fd, out = tempfile.mkstemp(prefix="smtp-sink-", suffix=".out")
+    os.close(fd)
     sink, sink_port = start_sink(out)
     forward = Forward(f"smtp://127.0.0.1:{sink_port}", pool_size=32)
     accepted = Counter("")
@@ -63,8 +65,11 @@ async def serve(port: int, stats: str) -> None:
     def dump() -> None:
         sink.send_signal(signal.SIGTERM)
         sink.wait(10)
-        found = re.findall(r"mesg=(\d+)", open(out, errors="replace").read())  # noqa: SIM115
-        counter = Counter(f"smtpx {impl} asyncio --forward smtp-sink ({accepted.messages} accepted)")
+        with open(out, errors="replace") as f:
+            found = re.findall(r"mesg=(\d+)", f.read())
+        os.unlink(out)
+        label = f"smtpx {impl} asyncio --forward smtp-sink ({accepted.messages} accepted)"
+        counter = Counter(label)
         counter.messages = int(found[-1]) if found else 0
         counter.bytes = accepted.bytes
         counter.dump(stats)
