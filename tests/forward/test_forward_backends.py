@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from smtpx import Envelope, PerRecipient, Response
 from smtpx import responses as R
 from smtpx.address import Address
+from smtpx.auth import AuthFile, AuthThrottle, FileAuthenticator, hash_password
 from smtpx.forward import Forward, parse_backend_url
 from smtpx.hooks import Params, SessionView
-from tests.edges.edgeutil import free_port, wait_until
+from tests.edges.edgeutil import TLSMaterial, free_port, wait_until
 from tests.forward.fakes import Conn, FakeBackend, Script
 from tests.server.serverthread import ServerThread
 
@@ -348,3 +350,66 @@ def test_urls() -> None:
     assert str(parse_backend_url("lmtp://[::1]:2424")) == "lmtp://[::1]:2424"
     assert parse_backend_url("smtp://h:587?starttls=1").starttls
     assert parse_backend_url("lmtp+unix:///run/lmtp").path == "/run/lmtp"
+
+
+def test_starttls_to_the_backend(make_server: MakeServer, tmp_path: Path) -> None:
+    tls = TLSMaterial(tmp_path)
+    backend = make_server(tls=tls.server_context())
+    fwd = Forward(f"smtp://127.0.0.1:{backend.port}?starttls=1", tls_context=tls.client_context())
+    srv = make_server(handler=fwd)
+    _, _, data = send(srv, ["x@d.test"], "secret")
+    assert data is not None and data[0] == 250
+    (env,) = backend.wait_for_envelopes(1)
+    assert env.tls is not None
+    # A certificate the forwarder does not trust: the backend counts as failed.
+    untrusted = make_server(handler=Forward(f"smtp://127.0.0.1:{backend.port}?starttls=1"))
+    mail, _, _ = send(untrusted, ["x@d.test"], "never")
+    assert classify(mail) == FAILED
+    assert len(backend.envelopes) == 1
+
+
+def test_no_starttls_offered_is_a_failed_backend(make_server: MakeServer) -> None:
+    backend = make_server()
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}?starttls=1")
+    mail, _, _ = send(srv, ["x@d.test"], "plain")
+    assert classify(mail) == FAILED
+    assert backend.envelopes == []
+
+
+def test_only_announced_parameters_and_auth_empty_unless_authenticated(
+    make_server: MakeServer, fake: MakeFake, tmp_path: Path
+) -> None:
+    async def with_auth(conn: Conn) -> None:
+        await conn.say(b"220 fake\r\n")
+        await conn.line()
+        await conn.say(b"250-fake\r\n250-AUTH PLAIN\r\n250 SIZE 1000\r\n")
+        while await conn.line():
+            await conn.say(b"250 ok\r\n")
+
+    users = tmp_path / "users"
+    users.write_text(f"alice:{hash_password('pw', ln=10)}\n")
+    auth = FileAuthenticator(AuthFile(users))
+    try:
+        backend = fake(with_auth)
+        srv = make_server(
+            handler=Forward(f"smtp://127.0.0.1:{backend.port}"),
+            authenticator=auth,
+            auth_allow_insecure=True,
+            auth_throttle=AuthThrottle(base_delay=0.0, max_delay=0.0),
+        )
+        with srv.smtp() as c:
+            c.ehlo()
+            assert c.mail("a@c.test", ["SIZE=123", "BODY=8BITMIME", "AUTH=bob+2Bx"])[0] == 250
+            c.rset()
+            c.login("alice", "pw")
+            assert c.mail("a@c.test", ["AUTH=alice+2Bx@c.test"])[0] == 250
+        assert wait_until(lambda: len(backend.conns[0].lines) >= 4, 5)
+    finally:
+        auth.close()
+    mails = [ln for ln in backend.conns[0].lines if ln.startswith(b"MAIL")]
+    # SIZE announced: passed on; 8BITMIME not: BODY left out; AUTH=<> for a client that
+    # did not authenticate, re-encoded xtext for one that did.
+    assert mails == [
+        b"MAIL FROM:<a@c.test> SIZE=123 AUTH=<>\r\n",
+        b"MAIL FROM:<a@c.test> AUTH=alice+2Bx@c.test\r\n",
+    ]
