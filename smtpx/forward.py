@@ -516,7 +516,7 @@ class _Pool:
 class _Txn:
     """One client transaction mirrored on one backend connection."""
 
-    __slots__ = ("accepted", "backend", "busy", "session", "utf8")
+    __slots__ = ("accepted", "backend", "busy", "gone", "session", "utf8")
 
     def __init__(self, session: SessionView, backend: _Backend, utf8: bool) -> None:
         self.session = session
@@ -524,6 +524,7 @@ class _Txn:
         self.utf8 = utf8
         self.accepted: list[Address] = []
         self.busy = True  # a hook of ours is running: the session's state is in flux
+        self.gone = False  # the client left while a hook was running: that hook ends it
 
 
 class Forward:
@@ -572,6 +573,7 @@ class Forward:
         self.tls_context = tls_context
         self._limits = (max_reply_bytes, max_reply_lines)
         self._txns: dict[int, _Txn] = {}
+        self._inflight: dict[int, bool] = {}  # connection id -> left during its MAIL
         self._pool: _Pool | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -738,16 +740,34 @@ class Forward:
         self, session: SessionView, address: Address, params: Params, /
     ) -> Response | None:
         """MAIL: take a backend connection and send MAIL; its refusal is the client's."""
-        stale = self._txns.pop(session.connection_id, None)
+        cid = session.connection_id
+        stale = self._txns.pop(cid, None)
         if stale is not None:
             await self._end(stale)
+        self._inflight[cid] = False
+        txn = None
+        try:
+            response, txn = await self._mail(session, address, params)
+        finally:
+            gone = self._inflight.pop(cid, False)
+            if txn is not None and gone:
+                # The client left while MAIL was on its way: never keep the connection.
+                self._background(self._end(txn))
+            elif txn is not None:
+                txn.busy = False
+                self._txns[cid] = txn
+        return response
+
+    async def _mail(
+        self, session: SessionView, address: Address, params: Params
+    ) -> tuple[Response | None, _Txn | None]:
         pool = self._the_pool()
         for attempt in (1, 2):
             try:
                 backend = await pool.get()
             except _BackendError as exc:
                 log.warning("backend %s: %s; MAIL gets 451 4.4.1", self.url, exc)
-                return FORWARD_FAILED
+                return FORWARD_FAILED, None
             reused = backend.used
             txn = _Txn(session, backend, "SMTPUTF8" in params)
             try:
@@ -765,17 +785,15 @@ class Forward:
                     log.info("backend %s: pooled connection failed at MAIL (%s)", self.url, exc)
                     continue
                 log.warning("backend %s: %s; MAIL gets 451 4.4.1", self.url, exc)
-                return FORWARD_FAILED
+                return FORWARD_FAILED, None
             except ValueError:  # a parameter that does not decode (the core checked them)
                 pool.put(backend)
-                return FORWARD_FAILED
+                return FORWARD_FAILED, None
             if reply.code // 100 == 2:
-                txn.busy = False
-                self._txns[session.connection_id] = txn
-                return None
+                return None, txn
             pool.put(backend)  # the refused MAIL left no transaction to reset
-            return _relay(reply)
-        return FORWARD_FAILED  # pragma: no cover - the loop returns
+            return _relay(reply), None
+        return FORWARD_FAILED, None  # pragma: no cover - the loop returns
 
     async def rcpt(
         self, session: SessionView, address: Address, params: Params, /
@@ -808,12 +826,23 @@ class Forward:
             return _relay(reply)
         finally:
             txn.busy = False
+            if txn.gone and self._txns.get(session.connection_id) is txn:
+                del self._txns[session.connection_id]
+                self._background(self._end(txn))
 
     async def disconnect(self, session: SessionView, /) -> None:
         """The client left: end its transaction, if any."""
-        txn = self._txns.pop(session.connection_id, None)
-        if txn is not None:
-            await self._end(txn)
+        cid = session.connection_id
+        if cid in self._inflight:
+            self._inflight[cid] = True  # MAIL is still on its way: mail() ends it
+        txn = self._txns.get(cid)
+        if txn is None:
+            return
+        if txn.busy:
+            txn.gone = True  # one command at a time: the running hook ends it
+            return
+        del self._txns[cid]
+        await self._end(txn)
 
     # ------------------------------------------------------------------ handler
     async def data(self, envelope: Envelope) -> Response:

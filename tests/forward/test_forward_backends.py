@@ -6,6 +6,7 @@ saw accepted arrived exactly once, and none it saw refused did.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -413,3 +414,37 @@ def test_only_announced_parameters_and_auth_empty_unless_authenticated(
         b"MAIL FROM:<a@c.test> SIZE=123 AUTH=<>\r\n",
         b"MAIL FROM:<a@c.test> AUTH=alice+2Bx@c.test\r\n",
     ]
+
+
+@pytest.mark.parametrize("verb", [b"MAIL", b"RCPT"])
+def test_client_leaving_while_a_command_is_at_the_backend(
+    make_server: MakeServer, fake: MakeFake, verb: bytes
+) -> None:
+    async def slow(conn: Conn) -> None:
+        await conn.say(b"220 fake\r\n")
+        while raw := await conn.line():
+            if raw.startswith(b"EHLO"):
+                await conn.say(b"250 fake\r\n")
+                continue
+            if raw.startswith(verb):
+                await asyncio.sleep(0.5)  # the client leaves meanwhile
+            if raw.startswith(b"DATA"):
+                await conn.say(b"354 go\r\n")
+                await conn.message()
+            await conn.say(b"250 ok\r\n")
+
+    backend = fake(slow)
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}", pool_size=1, timeout=5.0)
+    with srv.raw() as c:
+        c.reply()
+        c.cmd(b"EHLO c.test\r\n")
+        if verb == b"RCPT":
+            assert c.cmd(b"MAIL FROM:<a@c.test>\r\n").startswith(b"250")
+        c.send(verb + (b" TO:<x@d.test>\r\n" if verb == b"RCPT" else b" FROM:<a@c.test>\r\n"))
+    time.sleep(0.1)
+    _, _, data = send(srv, ["y@d.test"], "after")
+    assert data is not None and data[0] == 250
+    # The one pooled connection was reset (RSET after the slow reply) and reused.
+    assert len(backend.conns) == 1
+    lines = [ln.split(b" ")[0].strip() for ln in backend.conns[0].lines]
+    assert lines[lines.index(verb) + 1] == b"RSET"
