@@ -448,3 +448,15 @@ def test_client_leaving_while_a_command_is_at_the_backend(
     assert len(backend.conns) == 1
     lines = [ln.split(b" ")[0].strip() for ln in backend.conns[0].lines]
     assert lines[lines.index(verb) + 1] == b"RSET"
+
+
+def test_idle_pooled_connections_are_closed(make_server: MakeServer, fake: MakeFake) -> None:
+    async def plain(conn: Conn) -> None:
+        await conn.dialogue({})
+
+    backend = fake(plain)
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}", idle_timeout=0.5)
+    _, _, data = send(srv, ["x@d.test"], "one")
+    assert data is not None and data[0] == 250
+    # QUIT, then the backend sees the connection end (its dialogue returns).
+    assert wait_until(lambda: backend.conns[0].lines[-1:] == [b"QUIT\r\n"], 5)
