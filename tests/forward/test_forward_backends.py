@@ -460,3 +460,60 @@ def test_idle_pooled_connections_are_closed(make_server: MakeServer, fake: MakeF
     assert data is not None and data[0] == 250
     # QUIT, then the backend sees the connection end (its dialogue returns).
     assert wait_until(lambda: backend.conns[0].lines[-1:] == [b"QUIT\r\n"], 5)
+
+
+def big_message() -> bytes:
+    # Over three 64 KiB chunks, with lines that start with a dot on and around the edges.
+    lines = [b"Subject: big", b"From: a@c.test", b""]
+    lines += [(b"." if i % 7 == 0 else b"") + b"line %06d " % i + b"x" * 60 for i in range(3000)]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def test_big_message_by_bdat_and_by_data_arrives_intact(
+    make_server: MakeServer, fake: MakeFake
+) -> None:
+    original = big_message()
+    stuffed_for_client = original.replace(b"\r\n.", b"\r\n..")
+    # smtpx announces CHUNKING: BDAT.
+    by_bdat = make_server(max_size=10_000_000)
+    srv = front(make_server, f"smtp://127.0.0.1:{by_bdat.port}", max_size=10_000_000)
+    with srv.raw() as c:
+        c.reply()
+        c.cmd(b"EHLO c.test\r\n")
+        c.cmd(b"MAIL FROM:<a@c.test>\r\n")
+        c.cmd(b"RCPT TO:<x@d.test>\r\n")
+        assert c.cmd(b"DATA\r\n").startswith(b"354")
+        assert c.cmd(stuffed_for_client + b".\r\n").startswith(b"250")
+    (env,) = by_bdat.wait_for_envelopes(1)
+    assert env.chunked and env.data == original
+    # The fake announces no CHUNKING: DATA, dot-stuffed.
+    received: list[bytes] = []
+
+    async def record(conn: Conn) -> None:
+        await conn.say(b"220 fake\r\n")
+        while raw := await conn.line():
+            if raw.startswith(b"DATA"):
+                await conn.say(b"354 go\r\n")
+                received.append(await conn.message())
+            await conn.say(b"250 ok\r\n")
+
+    backend = fake(record)
+    srv2 = front(make_server, f"smtp://127.0.0.1:{backend.port}", max_size=10_000_000)
+    with srv2.smtp() as c:
+        assert c.sendmail("a@c.test", ["x@d.test"], original) == {}
+    assert received == [stuffed_for_client]
+
+
+def test_refused_bdat_chunk_is_relayed(make_server: MakeServer) -> None:
+    backend = make_server(max_size=100_000)
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}", max_size=10_000_000)
+    with srv.smtp() as c:
+        c.ehlo()
+        c.mail("a@c.test")
+        c.rcpt("x@d.test")
+        code, text = c.data(big_message())
+        assert (code, text[:5]) == (552, b"5.3.4")  # the backend's size limit
+        # The connection was reset and is reused for the next message.
+        assert c.sendmail("a@c.test", ["y@d.test"], body("small")) == {}
+    (env,) = backend.wait_for_envelopes(1)
+    assert subjects([env]) == ["small"]
