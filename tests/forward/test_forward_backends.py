@@ -499,8 +499,8 @@ def test_big_message_by_bdat_and_by_data_arrives_intact(
 
     backend = fake(record)
     srv2 = front(make_server, f"smtp://127.0.0.1:{backend.port}", max_size=10_000_000)
-    with srv2.smtp() as c:
-        assert c.sendmail("a@c.test", ["x@d.test"], original) == {}
+    with srv2.smtp() as client:
+        assert client.sendmail("a@c.test", ["x@d.test"], original) == {}
     assert received == [stuffed_for_client]
 
 
@@ -517,3 +517,15 @@ def test_refused_bdat_chunk_is_relayed(make_server: MakeServer) -> None:
         assert c.sendmail("a@c.test", ["y@d.test"], body("small")) == {}
     (env,) = backend.wait_for_envelopes(1)
     assert subjects([env]) == ["small"]
+
+
+def test_non_ascii_reply_text_is_relayed_as_question_marks(
+    make_server: MakeServer, fake: MakeFake
+) -> None:
+    async def script(conn: Conn) -> None:
+        await conn.dialogue({b"DATA": b"354 go\r\n", b".": "250 2.0.0 déjà vu\r\n".encode()})
+
+    backend = fake(script)
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}")
+    _, _, data = send(srv, ["x@d.test"], "accents")
+    assert data == (250, b"2.0.0 d?j? vu")
