@@ -309,7 +309,7 @@ def main(target: Target, argv: Sequence[str] | None = None) -> None:
 
     With no folder on the command line, new inputs go to ``fuzz/.work/<name>`` (ignored by git)
     and ``fuzz/corpus/<name>`` seeds it. Defaults added unless given: ``-dict``,
-    ``-max_len``, ``-timeout=30``, ``-rss_limit_mb=2048`` and
+    ``-max_len``, ``-timeout=120``, ``-rss_limit_mb=2048`` and
     ``-artifact_prefix=fuzz/.work/artifacts/<name>/``.
     """
     import atheris  # noqa: PLC0415 (only the fuzzing entry point needs it)
@@ -319,7 +319,7 @@ def main(target: Target, argv: Sequence[str] | None = None) -> None:
     defaults = {
         "-dict": str(DICT_FILE),
         "-max_len": str(target.max_len),
-        "-timeout": "30",
+        "-timeout": "120",
         "-rss_limit_mb": "2048",
         "-artifact_prefix": str(WORK_DIR / "artifacts" / target.name) + os.sep,
     }
