@@ -184,14 +184,30 @@ class MessageBuffer:
     """One message's drained bytes: in memory, or spooled past the threshold or the budget.
 
     Args:
+        source: What the bytes are drained from (the message's reader): the session tells
+            by it that the message it buffers is still the one being received.
         budget: The server's shared in-memory budget.
         threshold: A message longer than this goes to a spool file.
         directory: The spool directory (None: the system's temporary directory).
     """
 
-    __slots__ = ("_budget", "_directory", "_threshold", "failed", "memory", "parts", "spool")
+    __slots__ = (
+        "_budget",
+        "_directory",
+        "_threshold",
+        "failed",
+        "mark",
+        "memory",
+        "parts",
+        "source",
+        "spool",
+    )
 
-    def __init__(self, budget: MemoryBudget, threshold: int, directory: str | None) -> None:
+    def __init__(
+        self, source: object, budget: MemoryBudget, threshold: int, directory: str | None
+    ) -> None:
+        self.source = source
+        self.mark = 0  # the reader's size at the last drain
         self._budget = budget
         self._threshold = threshold
         self._directory = directory
