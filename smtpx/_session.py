@@ -1245,6 +1245,8 @@ class Session(asyncio.BufferedProtocol):
             # After DATA only a final reply makes sense (RFC 5321 4.2.5).
             self.logger.error("handler returned a non-final reply %s; sending 451", response)
             response = R.ERROR_HANDLER
+        if buf is not None:
+            buf.close()  # before the reply: a client that saw it finds no spool file left
         self._handler_task = None
         conn = self.conn
         assert conn is not None
