@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import smtplib
 import socket
 import tempfile
 import threading
@@ -292,3 +294,41 @@ def test_a_handler_in_a_thread_reads_the_spool(make_server: Any, tmp_path: Path)
         client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
     assert got == [MESSAGE]
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fail", ["copy", "fsync"])
+def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
+    make_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: str
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    store = MaildirHandler(tmp_path / "Maildir")
+    srv = make_server(
+        handler=store, spool_threshold=THRESHOLD, spool_dir=spool_dir, max_size=20 << 20
+    )
+    real_copy = shutil.copyfileobj
+
+    def disk_full(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def copy_then_full(src: Any, dst: Any, length: int = 0) -> None:
+        dst.write(src.read(length))  # part of the message reaches tmp/ first
+        disk_full()
+
+    with monkeypatch.context() as patch:
+        if fail == "copy":
+            patch.setattr(shutil, "copyfileobj", copy_then_full)
+        else:
+            patch.setattr(os, "fsync", disk_full)
+        with srv.smtp() as client:
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+            assert caught.value.smtp_code == 451
+            assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+            assert os.listdir(tmp_path / "Maildir" / "new") == []
+            assert os.listdir(spool_dir) == []
+    with srv.smtp() as client:
+        client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+    (stored,) = (tmp_path / "Maildir" / "new").iterdir()
+    assert stored.read_bytes() == MESSAGE
+    assert real_copy is shutil.copyfileobj
