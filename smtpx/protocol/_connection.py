@@ -349,6 +349,19 @@ class Connection:
         """MAIL was accepted and the transaction has not ended."""
         return self.mail_from is not None
 
+    @property
+    def message_reader(self) -> DataReader | None:
+        """The reader of the message being received (DATA or BDAT), or None between messages.
+
+        A driver that streams long messages out calls its ``drain()`` and keeps the pieces;
+        the ``Message`` event then carries only the bytes not drained, so
+        the message is the drained pieces, in order, followed by ``Message.data``. The verdict
+        is the same as without draining: when the message is refused (too long, bare CR or
+        LF, NUL) or the transaction ends early, no ``Message`` comes and the reader is
+        replaced (None, or a new message's), and the driver drops what it took.
+        """
+        return self._reader
+
     def _reset_transaction(self) -> None:
         self.mail_from = None
         self.rcpt_to = []
