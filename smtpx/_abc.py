@@ -56,6 +56,13 @@ class DataReaderLike(Protocol):
         """Message bytes seen so far, after unstuffing (counted past the limit too)."""
         ...
 
+    def drain(self) -> list[bytes]:
+        """Take the judged message bytes so far; drained pieces plus ``result()`` = the message.
+
+        The verdict of ``result()`` is unchanged; a bad or too long message drains ``[]``.
+        """
+        ...
+
     def result(self) -> bytes:
         """The message; raises ``LimitError``, ``BareLineEndingError`` or ``NulByteError``."""
         ...

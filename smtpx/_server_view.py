@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:  # types only: these modules sit below this one anyway
+    from ._spool import MemoryBudget
     from .auth import Authenticator, AuthThrottle, SaslMechanism
     from .handler import HandlerFunc
     from .hooks import HookSet
@@ -66,6 +67,10 @@ class ServerView(Protocol[_S_contra]):
     def auth_throttle(self) -> AuthThrottle: ...
     @property
     def auth_mechanisms(self) -> Mapping[str, Callable[[], SaslMechanism]]: ...
+    @property
+    def spool_threshold(self) -> int: ...
+    @property
+    def spool_dir(self) -> str | None: ...
 
     # What the server built for its sessions.
     @property
@@ -78,6 +83,8 @@ class ServerView(Protocol[_S_contra]):
     def _recv_view(self) -> memoryview: ...
     @property
     def _shutting_down(self) -> bool: ...
+    @property
+    def _memory_budget(self) -> MemoryBudget: ...
 
     # The calls: the client count, and the loop's clock.
     def _register(self, session: _S_contra, /) -> bool: ...

@@ -38,6 +38,7 @@ from . import auth as A
 from . import responses as R
 from ._proxy import ProxyError, ProxyHeader, ProxyHeaderReader
 from ._server_view import ServerView
+from ._spool import DRAIN_STEP, MessageBuffer
 from .address import Address
 from .envelope import Envelope, TLSInfo
 from .handler import HandlerReturnError
@@ -232,6 +233,7 @@ class Session(asyncio.BufferedProtocol):
         "_finished",
         "_handler_task",
         "_kill_at",
+        "_message",
         "_paused_reading",
         "_paused_writing",
         "_proxy_header",
@@ -269,6 +271,8 @@ class Session(asyncio.BufferedProtocol):
         self._expired = False
         self.ip_key: str | None = None  # what the server counts this client by (per-IP limit)
         self._handler_task: asyncio.Task[None] | None = None
+        # The drained bytes of a long message being received (see _stream).
+        self._message: MessageBuffer | None = None
         self._tls_task: asyncio.Task[None] | None = None
         # Decrypted input the TLS layer delivered before start_tls() returned (see _received).
         self._early_tls = b""
@@ -389,6 +393,9 @@ class Session(asyncio.BufferedProtocol):
             return
         self._finished = True
         self._closing = True
+        message, self._message = self._message, None
+        if message is not None:
+            message.close()  # an abandoned upload leaves no spool file and no descriptor
         try:
             self._stop_proxy_read()
         except Exception:
@@ -454,6 +461,36 @@ class Session(asyncio.BufferedProtocol):
                 self._set_reading(False)  # resumed once the handler's reply is out
             return
         self._process()
+        if self._message is not None or conn.message_reader is not None:
+            self._stream()
+
+    def _stream(self) -> None:
+        """Move a long message's judged bytes out of the reader, to memory or a spool file.
+
+        Every ``DRAIN_STEP`` bytes, so that a message under it is never copied; a message
+        that ended without a Message event for us (refused by the core, RSET, a new one
+        begun) has its buffer, and spool file, dropped.
+        """
+        conn = self.conn
+        assert conn is not None
+        reader = conn.message_reader
+        buf = self._message
+        if buf is not None and buf.source is not reader:
+            self._message = None
+            buf.close()
+            buf = None
+        if reader is None or self._closing:
+            return
+        size = reader.size
+        if size - (0 if buf is None else buf.mark) < DRAIN_STEP:
+            return
+        server = self._server
+        if buf is None:
+            buf = self._message = MessageBuffer(
+                reader, server._memory_budget, server.spool_threshold, server.spool_dir
+            )
+        buf.mark = size
+        buf.add(reader.drain())
 
     def eof_received(self) -> bool | None:
         if self.conn is None:
@@ -1140,9 +1177,10 @@ class Session(asyncio.BufferedProtocol):
                 self._finish()
 
     # --------------------------------------------------------------- actions
-    def _envelope(self, message: Message) -> Envelope:
+    def _envelope(self, message: Message, buf: MessageBuffer | None = None) -> Envelope:
         conn = self.conn
         assert conn is not None
+        data = message.data if buf is None else buf.finish(message.data)
         envelope = Envelope(
             remote_addr=self.remote_addr,
             local_addr=self.local_addr,
@@ -1152,7 +1190,7 @@ class Session(asyncio.BufferedProtocol):
             tls=self._tls,
             mail_from=message.mail_from,
             rcpt_to=list(message.rcpt_to),
-            data=message.data,
+            data=data,
             utf8=message.utf8,
             body_type=message.body_type,
             connection_id=self.connection_id,
@@ -1163,6 +1201,8 @@ class Session(asyncio.BufferedProtocol):
             rcpt_dsn=list(message.rcpt_dsn),
             requiretls=message.requiretls,
         )
+        if buf is not None and buf.spool is not None and buf.failed is None:
+            envelope._set_spool(buf.spool)
         envelope.authenticated = conn.authenticated
         envelope.mail_auth = conn.mail_auth
         values: dict[str, Any] = envelope.values
@@ -1180,18 +1220,31 @@ class Session(asyncio.BufferedProtocol):
     async def _run_handler(self, message: Message) -> None:
         # Runs as a task (or its first step inside _process): nothing may escape it, or the
         # client would wait for a reply that never comes while its slot stays taken.
+        buf, self._message = self._message, None
         try:
-            await self._handle(message)
+            await self._handle(message, buf)
         except Exception:
             self._handler_task = None
             self._internal_error("the handler's reply")
+        finally:
+            if buf is not None:
+                buf.close()  # the spool file lives only while the handler runs
 
-    async def _handle(self, message: Message) -> None:
-        envelope = self._envelope(message)
+    async def _handle(self, message: Message, buf: MessageBuffer | None = None) -> None:
+        envelope = self._envelope(message, buf)
         response: Response | None
         try:
-            # chain() checks what every layer returns (HandlerReturnError below).
-            response = await self._server._handler_chain(envelope)
+            if buf is not None and buf.failed is not None:
+                # The spool write failed (a full disk): the client retries later.
+                self.logger.error(
+                    "connection %d: spooling the message failed (%s); sending 451 4.3.0",
+                    self.connection_id,
+                    buf.failed,
+                )
+                response = R.ERROR_HANDLER
+            else:
+                # chain() checks what every layer returns (HandlerReturnError below).
+                response = await self._server._handler_chain(envelope)
         except ResponseError as exc:
             response = exc.response
         except HandlerReturnError as exc:
@@ -1216,6 +1269,8 @@ class Session(asyncio.BufferedProtocol):
             # After DATA only a final reply makes sense (RFC 5321 4.2.5).
             self.logger.error("handler returned a non-final reply %s; sending 451", response)
             response = R.ERROR_HANDLER
+        if buf is not None:
+            buf.close()  # before the reply: a client that saw it finds no spool file left
         self._handler_task = None
         conn = self.conn
         assert conn is not None

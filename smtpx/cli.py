@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -32,7 +33,9 @@ from .middleware import add_received_header, add_return_path, logger, recover
 from .server import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_JUNK_COMMANDS,
+    DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_SIZE,
+    DEFAULT_SPOOL_THRESHOLD,
     DEFAULT_TIMEOUT,
     LOOPBACK_NETWORKS,
     Server,
@@ -92,6 +95,10 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0, "0 (no limit) or more")
+
+
+def _byte_count(text: str) -> int:
+    return _whole_number(text, 0, "0 or more")
 
 
 def _seconds(text: str) -> float:
@@ -230,6 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_SIZE,
         metavar="BYTES",
         help="largest message accepted, advertised as SIZE (default %(default)s)",
+    )
+    serve.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="where messages past --spool-threshold are written while they arrive (removed"
+        " once stored; default: the system's temporary directory)",
+    )
+    serve.add_argument(
+        "--spool-threshold",
+        type=_byte_count,
+        default=DEFAULT_SPOOL_THRESHOLD,
+        metavar="BYTES",
+        help="a message longer than this is spooled to --spool-dir instead of held in memory"
+        " (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-memory",
+        type=_byte_count,
+        default=DEFAULT_MAX_MEMORY,
+        metavar="BYTES",
+        help="message bytes all connections may hold in memory together; past it messages"
+        " spool even under --spool-threshold (default %(default)s)",
     )
     serve.add_argument(
         "--max-recipients",
@@ -415,6 +444,15 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError("--forward-timeout", "must be more than 0 seconds")
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise UsageError("--loop", "uvloop is not installed (pip install 'smtpx[uvloop]')")
+    if args.spool_dir is not None:
+        try:  # a spool directory that does not take files fails here, not at the first message
+            with tempfile.TemporaryFile(dir=args.spool_dir):
+                pass
+        except OSError as exc:
+            detail = exc.strerror or exc
+            raise UsageError(
+                "--spool-dir", f"cannot write in {args.spool_dir!r}: {detail}"
+            ) from None
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -502,6 +540,9 @@ def build_server(args: argparse.Namespace) -> Server:
         tls_always_on=args.tls_always_on,
         require_tls=args.require_tls,
         max_size=args.max_size,
+        spool_dir=args.spool_dir,
+        spool_threshold=args.spool_threshold,
+        max_memory=args.max_memory,
         timeout=args.timeout,
         max_clients=args.max_clients,
         max_clients_per_ip=args.max_clients_per_ip,

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import io
 import itertools
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .address import Address
 from .dsn import RecipientDSN, ReturnContent
 from .mail import Mail
+
+if TYPE_CHECKING:
+    from ._spool import Spool
 
 __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
 
@@ -80,9 +86,17 @@ class TLSInfo:
 class Envelope:
     """One mail transaction: who sent what to whom, over which connection.
 
-    The handler receives it after DATA. ``data`` holds the message exactly as the client sent
-    it after dot-unstuffing, CRLF line endings included, with any headers that middleware
-    prepended in front.
+    The handler receives it after DATA. The message is exactly what the client sent after
+    dot-unstuffing, CRLF line endings included, with any headers that middleware prepended in
+    front. A small message is held in memory; one past the server's ``spool_threshold`` (or
+    past its ``max_memory`` for all messages in flight) is in a spool file (``spooled``).
+    Read it either way with ``open()`` (a file object) or ``chunks()`` (async pieces); ``data``
+    gives it as one ``bytes`` object, which for a spooled message means reading the whole file
+    into memory.
+
+    A spool file lives only while the handler runs: after the handler returns the server
+    closes and removes it. A handler that wants to keep the file must copy it (or hard-link
+    ``spool_path``) before it returns.
 
     Attributes:
         remote_addr: The client's ``(ip, port)``; behind PROXY or XCLIENT, the address the
@@ -121,6 +135,8 @@ class Envelope:
         "_data",
         "_envelope_id",
         "_joined",
+        "_skip",
+        "_spool",
         "_trace",
         "authenticated",
         "body_type",
@@ -179,6 +195,10 @@ class Envelope:
         self.mail_from = mail_from
         self.rcpt_to: list[Address] = [] if rcpt_to is None else rcpt_to
         self._data = data
+        # A spooled message is the prepended headers, then _data, then the spool file from
+        # byte _skip on (replace_head() moves _skip when it rewrites the top of the file).
+        self._spool: Spool | None = None
+        self._skip = 0
         self._trace: list[bytes] = []
         self._joined: bytes | None = None
         self.utf8 = utf8
@@ -219,11 +239,23 @@ class Envelope:
 
     @property
     def data(self) -> bytes:
-        """The message: prepended headers, then the bytes the client sent."""
-        if not self._trace:
-            return self._data
-        if self._joined is None:
-            self._joined = b"".join([*reversed(self._trace), self._data])
+        """The message as one object: prepended headers, then the bytes the client sent.
+
+        For a spooled message (``spooled``) this reads the whole spool file into memory, once
+        (the result is kept): it costs as much memory as the message is long, for as long as
+        the envelope lives. Large-message handlers should use ``open()`` or ``chunks()``.
+        Setting it replaces the message with the bytes given (in memory; prepended headers
+        are dropped).
+        """
+        if self._joined is not None:
+            return self._joined
+        if self._spool is None:
+            if not self._trace:
+                return self._data
+            self._joined = self._prefix()
+        else:
+            with self.open() as f:
+                self._joined = f.read()
         return self._joined
 
     @data.setter
@@ -231,9 +263,141 @@ class Envelope:
         self._data = value
         self._trace = []
         self._joined = None
+        self._spool = None
+        self._skip = 0
+
+    @property
+    def spooled(self) -> bool:
+        """True when the message is in a spool file, not in memory (see ``open()``)."""
+        return self._spool is not None
+
+    @property
+    def spool_path(self) -> str | None:
+        """The spool file's path while the handler runs (None for a message in memory).
+
+        The file holds the message as the client sent it, without the prepended headers; it
+        is removed when the handler returns, so link or copy it to keep it.
+        """
+        return None if self._spool is None else self._spool.path
+
+    def _set_spool(self, spool: Spool) -> None:
+        """Back the message with ``spool`` (the session's call, after DATA)."""
+        self._spool = spool
+        self._data = b""
+        self._skip = 0
+        self._joined = None
+
+    def _prefix(self) -> bytes:
+        """The in-memory front of the message: prepended headers, then ``_data``."""
+        if not self._trace:
+            return self._data
+        return b"".join([*reversed(self._trace), self._data])
+
+    def open(self) -> BinaryIO:
+        """A readable, seekable binary file over the whole message; the caller closes it.
+
+        Prepended headers come first, then the message. For a spooled message the file reads
+        the spool from disk (with its own descriptor, valid after the handler returned);
+        reading it is blocking I/O, so an async handler should read it in a worker thread
+        (``asyncio.to_thread``) or use ``chunks()``.
+
+        Raises:
+            ValueError: The message was spooled and its spool file was removed already
+                (``open()`` was first called after the handler returned).
+        """
+        spool = self._spool
+        if spool is None:
+            return io.BytesIO(self.data)
+        from ._spool import open_view  # noqa: PLC0415 (envelope is imported by _spool's users)
+
+        return open_view(self._prefix(), spool, self._skip)
+
+    async def chunks(self, size: int = 65536) -> AsyncIterator[bytes]:
+        """The message in pieces of at most ``size`` bytes, prepended headers first.
+
+        The disk reads of a spooled message run in a worker thread, never on the event loop.
+
+        Args:
+            size: Largest piece, in bytes (at least 1).
+
+        Raises:
+            ValueError: ``size`` is below 1, or the spool file was removed already.
+        """
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        spool = self._spool
+        data = self._prefix() if spool is not None else self.data
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+        if spool is None:
+            return
+        from ._spool import read_at  # noqa: PLC0415 (see open())
+
+        loop = asyncio.get_running_loop()
+        fd = spool.dup()  # valid even if the handler returns while this is being read
+        try:
+            offset, end = self._skip, spool.size
+            while offset < end:
+                piece = await loop.run_in_executor(
+                    None, read_at, fd, min(size, end - offset), offset
+                )
+                if not piece:
+                    break
+                offset += len(piece)
+                yield piece
+        finally:
+            os.close(fd)
 
     def __len__(self) -> int:
-        return len(self._data) + sum(len(t) for t in self._trace)
+        size = len(self._data) + sum(len(t) for t in self._trace)
+        if self._spool is not None:
+            size += self._spool.size - self._skip
+        return size
+
+    def head(self, limit: int) -> bytes:
+        """The first ``limit`` bytes of the message (all of it when shorter); cheap when spooled.
+
+        Middleware that only looks at the header section reads it this way instead of
+        ``data``, e.g. ``head(max_header_bytes + 1)``.
+        """
+        spool = self._spool
+        if spool is None:
+            return self.data[:limit]
+        prefix = self._prefix()
+        if len(prefix) >= limit:
+            return prefix[:limit]
+        from ._spool import read_at  # noqa: PLC0415 (see open())
+
+        fd = spool.dup()
+        try:
+            rest = read_at(fd, min(limit - len(prefix), spool.size - self._skip), self._skip)
+        finally:
+            os.close(fd)
+        return prefix + rest
+
+    def replace_head(self, length: int, new: bytes) -> None:
+        """Replace the first ``length`` bytes of the message with ``new``.
+
+        The way to rewrite the header section (as read with ``head()``) of a spooled message
+        without reading its body; prepended headers within ``length`` are replaced too.
+
+        Raises:
+            ValueError: ``length`` is negative or longer than the message.
+        """
+        if not 0 <= length <= len(self):
+            raise ValueError("length must be within the message")
+        spool = self._spool
+        if spool is None:
+            self.data = new + self.data[length:]
+            return
+        prefix = self._prefix()
+        if length <= len(prefix):
+            self._data = new + prefix[length:]
+        else:
+            self._skip += length - len(prefix)
+            self._data = new
+        self._trace = []
+        self._joined = None
 
     def prepend_header(self, name: str, value: str) -> None:
         r"""Put a header field on top of the message (trace fields, RFC 5321 4.4).
@@ -271,7 +435,10 @@ class Envelope:
         self._joined = None
 
     def mail(self) -> Mail:
-        """Open the envelope: split the message into headers and body."""
+        """Open the envelope: split the message into headers and body.
+
+        This holds the whole message in memory (it reads ``data``), spooled or not.
+        """
         return Mail(self.data, utf8=self.utf8)
 
     def __repr__(self) -> str:

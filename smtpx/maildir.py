@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -14,13 +15,16 @@ from .responses import SUCCESS_MESSAGE_QUEUED, Response
 
 __all__ = ["MaildirHandler"]
 
+_COPY_CHUNK = 1024 * 1024  # bytes per read and write when copying a spooled message
+
 
 class MaildirHandler:
     """Store each message in a Maildir (``tmp/`` then an atomic rename into ``new/``).
 
     The file is fsynced before the rename, so a 250 reply means the message is on disk. When
-    storing fails the partial file is removed from ``tmp/`` and the handler raises, which the
-    session answers with ``451 4.3.0``.
+    storing fails (a full disk too) the partial file is removed from ``tmp/`` and the handler
+    raises, which the session answers with ``451 4.3.0``. The message is copied from
+    ``envelope.open()`` in pieces, so a spooled message is never read into memory whole.
     Calling the object stores one envelope; it is a plain function, so the server runs it in
     a worker thread.
     """
@@ -39,13 +43,17 @@ class MaildirHandler:
         self._seq = itertools.count(1)
 
     def __call__(self, envelope: Envelope) -> Response | None:
-        """Store ``envelope.data`` as one file; the reply is ``250 2.0.0 OK: queued``."""
+        """Store the message as one file; the reply is ``250 2.0.0 OK: queued``."""
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._seq)}.{self._host}"
         tmp = self.path / "tmp" / name
         f = open(tmp, "xb")  # noqa: SIM115 (closed below; the unlink must follow the close)
         try:
             with f:
-                f.write(envelope.data)
+                if envelope.spooled:
+                    with envelope.open() as message:
+                        shutil.copyfileobj(message, f, _COPY_CHUNK)
+                else:
+                    f.write(envelope.data)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, self.path / "new" / name)

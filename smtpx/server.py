@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ._session import ClientInfo, Session
+from ._spool import MemoryBudget
 from ._unix import DEFAULT_UNIX_MODE, UnixListener, unix_path
 from .auth import MECHANISMS, Authenticator, AuthThrottle, SaslMechanism
 from .handler import (
@@ -34,9 +35,11 @@ __all__ = [
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_MAX_JUNK_COMMANDS",
+    "DEFAULT_MAX_MEMORY",
     "DEFAULT_MAX_RECIPIENTS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_UNRECOGNIZED_COMMANDS",
+    "DEFAULT_SPOOL_THRESHOLD",
     "DEFAULT_TIMEOUT",
     "DEFAULT_UNIX_MODE",
     "LOOPBACK_NETWORKS",
@@ -54,6 +57,8 @@ DEFAULT_MAX_RECIPIENTS = 100
 DEFAULT_MAX_UNRECOGNIZED_COMMANDS = 5
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_MAX_JUNK_COMMANDS = 100
+DEFAULT_SPOOL_THRESHOLD = 4 * 1024 * 1024
+DEFAULT_MAX_MEMORY = 16 * 1024 * 1024
 RECV_BUFFER_SIZE = 256 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -174,6 +179,17 @@ class Server:
             reaches the handler as ``envelope.requiretls``. Needs ``tls``.
         unix_mode: Permission bits of a Unix socket file (default 0660), set before it
             accepts connections, whatever the umask.
+        spool_threshold: A message longer than this many bytes (default 4 MiB) is written to
+            a temporary file in ``spool_dir`` while it arrives, and the handler gets a
+            file-backed envelope (``Envelope.spooled``, ``open()``, ``chunks()``). 0 spools
+            every message past the first 256 KiB (what a reader holds before it is drained).
+        spool_dir: Where spool files are made (created ``O_EXCL``, mode 0600, removed when
+            the handler returns or the upload is abandoned); the system's temporary directory
+            when None. A write that fails there (full disk) gets ``451 4.3.0`` after the
+            client's data is read to its end.
+        max_memory: Bytes of message content all connections together may hold in memory
+            (default 64 MiB); past it, messages spool even under ``spool_threshold``. Each
+            connection's reader also holds up to 256 KiB plus one read before it is drained.
     """
 
     def __init__(
@@ -215,6 +231,9 @@ class Server:
         dsn: bool = False,
         offer_requiretls: bool = False,
         unix_mode: int = DEFAULT_UNIX_MODE,
+        spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_memory: int = DEFAULT_MAX_MEMORY,
     ) -> None:
         if offer_requiretls and tls is None:
             raise ValueError("offer_requiretls needs a tls context")
@@ -246,6 +265,8 @@ class Server:
             raise ValueError("max_errors and max_junk_commands must not be negative")
         if max_session_time < 0:
             raise ValueError("max_session_time must not be negative")
+        if spool_threshold < 0 or max_memory < 0:
+            raise ValueError("spool_threshold and max_memory must not be negative")
         self.hostname = hostname or socket.gethostname()
         self.addr = addr
         self.unix_path = unix_path(addr)
@@ -270,6 +291,11 @@ class Server:
         )
         self.max_clients_per_ip_exempt = _networks(max_clients_per_ip_exempt)
         self.max_session_time = float(max_session_time)
+        self.spool_threshold = spool_threshold
+        self.spool_dir = None if spool_dir is None else os.fspath(spool_dir)
+        self.max_memory = max_memory
+        # Message bytes held in memory by every session of this server (max_memory).
+        self._memory_budget = MemoryBudget(max_memory)
         self.xclient_on = xclient_on
         self.xclient_trusted = _networks(xclient_trusted)
         self.proxy_on = proxy_on

@@ -108,6 +108,9 @@ class _ControllerBase:
                     and any(r.is_success for r in response.replies)
                 )
             ):
+                if envelope.spooled:
+                    # Its spool file goes when the handler returns: keep the bytes for the test.
+                    await asyncio.to_thread(lambda: envelope.data)
                 with self._recorded:
                     self._envelopes.append(envelope)
                     self._recorded.notify_all()

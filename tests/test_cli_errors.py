@@ -83,6 +83,11 @@ MISTAKES = [
     (["--dns-server", "127.0.0.1:53"], ["--dns-server", "--authres"]),
     (["--dns-server", "localhost"], ["--dns-server", "'localhost'"]),
     (["--loop", "trio"], ["--loop", "'trio'"]),
+    (["--spool-dir", "MISSING"], ["--spool-dir", "MISSING"]),
+    (["--spool-dir", "FILE"], ["--spool-dir", "FILE"]),
+    (["--spool-threshold", "-1"], ["--spool-threshold", "'-1'"]),
+    (["--spool-threshold", "4M"], ["--spool-threshold", "'4M'"]),
+    (["--max-memory", "-5"], ["--max-memory", "'-5'"]),
 ]
 
 

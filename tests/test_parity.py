@@ -41,10 +41,10 @@ def test_reader_modules_export_the_same_names(modules: tuple[ModuleType, ModuleT
 def test_reader_classes_have_the_same_public_names(modules: tuple[ModuleType, ModuleType]) -> None:
     pure, compiled = modules
     assert public(pure.DataReader) == public(compiled.DataReader)
-    assert public(pure.DataReader) == {"done", "feed", "finish", "result", "size"}
+    assert public(pure.DataReader) == {"done", "drain", "feed", "finish", "result", "size"}
 
 
-@pytest.mark.parametrize("method", ["feed", "result"])
+@pytest.mark.parametrize("method", ["feed", "drain", "result"])
 def test_reader_methods_have_the_same_parameters(
     modules: tuple[ModuleType, ModuleType], method: str
 ) -> None:

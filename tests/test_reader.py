@@ -411,3 +411,44 @@ def test_nul_scan_is_linear(impl: Impl) -> None:
         return [b"a\x00\r\n.." * 1000] * n + [b"\r\n.\r\n"]
 
     assert_linear(make, run, n=400)
+
+
+@pytest.mark.parametrize(("data", "message"), GOOD)
+def test_drain_at_every_split_point(impl: Impl, data: bytes, message: bytes) -> None:
+    # What drain() takes while the message arrives, then result(), is the message, whatever
+    # the cut: a held CR, CRLF or CRLF "." is never drained before it is judged.
+    stream = data + b"QUIT\r\n"
+    for i in range(len(stream) + 1):
+        for j in range(i, len(stream) + 1):
+            reader = impl.reader_cls()(BIG)
+            taken: list[bytes] = []
+            used = 0
+            for chunk in (stream[:i], stream[i:j], stream[j:]):
+                used += reader.feed(chunk)
+                taken += reader.drain()
+            assert b"".join(taken) + reader.result() == message
+            assert used == len(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "error"),
+    [
+        (b"a" * 100 + b"\r\n.\r\n", 60, LimitError),
+        (b"abc\r\n" * 10 + b"x\ny\r\n" + b"abc\r\n" * 10 + b".\r\n", BIG, BareLineEndingError),
+        (b"abc\r\n" * 10 + b"x\0y\r\n" + b"abc\r\n" * 10 + b".\r\n", BIG, NulByteError),
+    ],
+)
+def test_drain_keeps_the_verdict(
+    impl: Impl, data: bytes, limit: int, error: type[Exception]
+) -> None:
+    # Bytes drained before the fault do not make the message good: result() still refuses it.
+    reader = impl.reader_cls()(limit)
+    taken: list[bytes] = []
+    for i in range(0, len(data), 7):
+        reader.feed(data[i : i + 7])
+        taken += reader.drain()
+    assert taken  # some was drained before the fault was seen
+    assert reader.done
+    assert reader.drain() == []
+    with pytest.raises(error):
+        reader.result()

@@ -165,3 +165,68 @@ def test_twins_agree_in_bdat_mode(
     assert trace_bdat(PURE.reader_cls(), data, cuts, limit, normalize, allow_nul) == trace_bdat(
         COMPILED.reader_cls(), data, cuts, limit, normalize, allow_nul
     )
+
+
+def trace_drained(
+    cls: type[DataReaderLike],
+    data: bytes,
+    cuts: list[int],
+    limit: int,
+    normalize: bool,
+    allow_nul: bool,
+    bdat: bool,
+) -> tuple[list[object], bytes]:
+    """As ``trace`` (or ``trace_bdat``), draining after every feed; also the drained bytes."""
+    reader = cls(limit, normalize, allow_nul, bdat=bdat)
+    seen: list[object] = []
+    drained: list[bytes] = []
+    pos = 0
+    for cut in [*sorted(cuts), len(data)]:
+        seen.append((reader.feed(data[pos:cut]), reader.done, reader.size))
+        pieces = reader.drain()
+        assert all(type(p) is bytes and p for p in pieces)
+        drained += pieces
+        pos = cut
+    if bdat:
+        reader.finish()
+        seen.append((reader.done, reader.size))
+    try:
+        result: object = reader.result()
+        assert type(result) is bytes
+    except (LimitError, BareLineEndingError, NulByteError, RuntimeError) as exc:
+        result = (type(exc), str(exc))
+    seen.append(result)
+    return seen, b"".join(drained)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=messages,
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    limit=st.one_of(st.integers(min_value=0, max_value=64), st.just(1 << 20)),
+    normalize=st.booleans(),
+    allow_nul=st.booleans(),
+    bdat=st.booleans(),
+)
+def test_drained_pieces_and_result_are_the_message(
+    data: bytes, cuts: list[int], limit: int, normalize: bool, allow_nul: bool, bdat: bool
+) -> None:
+    # Draining after every feed changes neither the steps nor the verdict, and drained bytes
+    # followed by result() are what result() alone returns, on both twins alike.
+    cuts = [min(c, len(data)) for c in cuts]
+    plain = (trace_bdat if bdat else trace)(
+        PURE.reader_cls(), data, cuts, limit, normalize, allow_nul
+    )
+    sides = [
+        trace_drained(impl.reader_cls(), data, cuts, limit, normalize, allow_nul, bdat)
+        for impl in (PURE, COMPILED)
+    ]
+    assert sides[0] == sides[1]
+    seen, drained = sides[0]
+    assert seen[:-1] == plain[:-1]
+    if isinstance(plain[-1], bytes):
+        assert seen[-1] == plain[-1][len(drained) :]
+        assert drained + plain[-1][len(drained) :] == plain[-1]
+        assert plain[-1].startswith(drained)
+    else:
+        assert seen[-1] == plain[-1]

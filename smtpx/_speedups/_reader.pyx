@@ -397,11 +397,27 @@ cdef class DataReader:
         self._commit()
         return consumed
 
+    def drain(self):
+        """Take the message bytes judged so far, in order; the reader keeps none of them.
+
+        For streaming a long message out (to a spool file) while it arrives. Only judged output
+        is given (held bytes wait for the next chunk), so the pieces drained over the message,
+        followed by ``result()``, are exactly the message ``result()`` alone would return.
+        The verdict is not affected: ``result()`` still raises for a message that turns out
+        too long or bad, after some of it was drained (the caller then drops what it took).
+        Once the message is known bad nothing more is kept, so drain gives ``[]``.
+        """
+        self._flush_tail()
+        parts = self._parts
+        self._parts = []
+        return parts
+
     def result(self):
         """Return the message: CRLF line endings kept, dot-unstuffed, without the final dot.
 
         Returns:
-            The message bytes (``b""`` when the first line was the end marker).
+            The message bytes (``b""`` when the first line was the end marker), without the
+            pieces ``drain()`` took already.
 
         Raises:
             RuntimeError: the end marker has not been fed yet.

@@ -57,6 +57,9 @@ _log = logging.getLogger("smtpx.authres")
 _T = TypeVar("_T")
 # A reason longer than this is cut so one field stays well under RFC 5322's 998-octet line.
 _MAX_REASON = 200
+# What is read of a spooled message's start: the longest header section DKIM verifies, and the
+# empty line after it.
+_HEAD = _dkim.DEFAULT_MAX_HEADER_BYTES + 4
 
 
 def remove_authentication_results(message: bytes, authserv_id: str) -> bytes:
@@ -160,11 +163,21 @@ def authentication_results(
 
     def middleware(next_: HandlerFunc) -> HandlerFunc:
         async def check(envelope: Envelope) -> Response | None:
-            results, refusal = await _run_checks(envelope, res, timeout, rand)
+            # A spooled message is checked from its header section and its file: the body is
+            # never read into memory (the DKIM body hash streams it in the worker).
+            head = await asyncio.to_thread(envelope.head, _HEAD) if envelope.spooled else None
+            results, refusal = await _run_checks(envelope, res, timeout, rand, head)
             if envelope.authenticated is not None:
                 # RFC 8601 2.7.4: the client authenticated with SMTP AUTH (RFC 4954).
                 results = [AuthResult(PASS, auth=envelope.authenticated), *results]
-            envelope.data = remove_authentication_results(envelope.data, authserv_id)
+            if head is None:
+                envelope.data = remove_authentication_results(envelope.data, authserv_id)
+            elif _header_end(head) < len(head) or len(head) == len(envelope):
+                # The header section ends within what was read (else it is longer than the
+                # DKIM cap and the message got permerror): rewrite only that part.
+                cleaned = remove_authentication_results(head, authserv_id)
+                if cleaned is not head:
+                    envelope.replace_head(len(head), cleaned)
             header = format(authserv_id, results)
             envelope.prepend_header("Authentication-Results", header)
             _log.debug("Authentication-Results: %s", header)
@@ -182,8 +195,9 @@ async def _run_checks(
     resolver: dns.asyncresolver.Resolver,
     timeout: float,
     rand: Callable[[], float],
+    head: bytes | None = None,
 ) -> tuple[list[Result], str]:
-    message = envelope.data
+    message = envelope.data if head is None else head
     mail_from = envelope.mail_from.address if envelope.mail_from is not None else ""
     # Linear and capped (dmarc.MAX_FROM_LENGTH): cheap enough for the event loop.
     authors = _dmarc.author_domains(message)
@@ -192,7 +206,11 @@ async def _run_checks(
         return asyncio.ensure_future(coro)
 
     spf_task = task(_spf.check(envelope.remote_ip, envelope.helo, mail_from, resolver))
-    dkim_task = task(_dkim.verify(message, resolver=resolver))
+    dkim_task = task(
+        _dkim.verify(
+            message, resolver=resolver, open_message=None if head is None else envelope.open
+        )
+    )
     # RFC 7489 6.6.1: every author domain is evaluated.
     dmarc_tasks = {d: task(_dmarc.discover(d, resolver)) for d in authors.domains}
     pending = [spf_task, dkim_task, *dmarc_tasks.values()]

@@ -108,7 +108,11 @@ def _xclient_valid(name: str, value: str) -> bool:
         return value.isascii() and (is_address_literal(value) or is_domain(value))
     if name == "NAME":
         return value.isprintable() and value.isascii()
-    return True
+    if name == "PROTO":
+        return value.upper() in ("SMTP", "ESMTP")  # the two values XCLIENT_README defines
+    # LOGIN (a SASL name, may be UTF-8): it reaches the logs and the handler, so no controls,
+    # line or paragraph separators or bidi/format characters (isprintable() refuses all three).
+    return value.isprintable()
 
 
 def _as_sender_error(exc: CommandSyntaxError) -> CommandSyntaxError:
@@ -344,6 +348,19 @@ class Connection:
     def in_transaction(self) -> bool:
         """MAIL was accepted and the transaction has not ended."""
         return self.mail_from is not None
+
+    @property
+    def message_reader(self) -> DataReader | None:
+        """The reader of the message being received (DATA or BDAT), or None between messages.
+
+        A driver that streams long messages out calls its ``drain()`` and keeps the pieces;
+        the ``Message`` event then carries only the bytes not drained, so
+        the message is the drained pieces, in order, followed by ``Message.data``. The verdict
+        is the same as without draining: when the message is refused (too long, bare CR or
+        LF, NUL) or the transaction ends early, no ``Message`` comes and the reader is
+        replaced (None, or a new message's), and the driver drops what it took.
+        """
+        return self._reader
 
     def _reset_transaction(self) -> None:
         self.mail_from = None

@@ -65,7 +65,8 @@ class Message:
     """DATA or BDAT LAST completed. The driver must answer it with ``Connection.send``.
 
     ``rcpt_dsn`` has one entry per recipient (empty ``RecipientDSN()`` without parameters);
-    ``chunked`` tells that the message came by BDAT (RFC 3030).
+    ``chunked`` tells that the message came by BDAT (RFC 3030). ``data`` is the message, less
+    any pieces the driver took with ``Connection.drain_message()`` (it holds those).
     """
 
     mail_from: Address
