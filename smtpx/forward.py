@@ -440,11 +440,23 @@ class _DotStuffer:
 
 
 async def _message_chunks(envelope: Envelope) -> AsyncIterator[bytes]:
-    # The one place that reads the message: switch to ``envelope.chunks(_CHUNK)`` once the
-    # streamed envelope exists, and nothing else changes.
-    data = memoryview(envelope.data)
-    for start in range(0, len(data), _CHUNK):
-        yield bytes(data[start : start + _CHUNK])
+    """The message in pieces of about ``_CHUNK`` bytes, never held whole.
+
+    ``envelope.chunks()`` reads a spooled message from its file in a worker thread; short
+    pieces (the prepended headers come apart) are joined so that each BDAT carries a full
+    chunk.
+    """
+    pending = b""
+    async for piece in envelope.chunks(_CHUNK):
+        if not pending and len(piece) >= _CHUNK:
+            yield piece
+            continue
+        pending += piece
+        if len(pending) >= _CHUNK:
+            yield pending
+            pending = b""
+    if pending:
+        yield pending
 
 
 class _PoolExhausted(_BackendError):

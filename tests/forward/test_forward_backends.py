@@ -462,10 +462,10 @@ def test_idle_pooled_connections_are_closed(make_server: MakeServer, fake: MakeF
     assert wait_until(lambda: backend.conns[0].lines[-1:] == [b"QUIT\r\n"], 5)
 
 
-def big_message() -> bytes:
+def big_message(count: int = 3000) -> bytes:
     # Over three 64 KiB chunks, with lines that start with a dot on and around the edges.
     lines = [b"Subject: big", b"From: a@c.test", b""]
-    lines += [(b"." if i % 7 == 0 else b"") + b"line %06d " % i + b"x" * 60 for i in range(3000)]
+    lines += [(b"." if i % 7 == 0 else b"") + b"line %06d " % i + b"x" * 60 for i in range(count)]
     return b"\r\n".join(lines) + b"\r\n"
 
 
@@ -529,3 +529,25 @@ def test_non_ascii_reply_text_is_relayed_as_question_marks(
     srv = front(make_server, f"smtp://127.0.0.1:{backend.port}")
     _, _, data = send(srv, ["x@d.test"], "accents")
     assert data == (250, b"2.0.0 d?j? vu")
+
+
+def test_spooled_message_is_streamed_to_the_backend(make_server: MakeServer) -> None:
+    original = big_message(10_000)  # past the reader's 256 KiB, so it spools
+    backend = make_server(max_size=10_000_000)
+    spooled: list[bool] = []
+
+    class Watch(Forward):
+        async def data(self, envelope: Envelope) -> Response:
+            spooled.append(envelope.spooled)
+            return await super().data(envelope)
+
+    srv = make_server(
+        handler=Watch(f"smtp://127.0.0.1:{backend.port}"),
+        max_size=10_000_000,
+        spool_threshold=0,
+    )
+    with srv.smtp() as c:
+        assert c.sendmail("a@c.test", ["x@d.test"], original) == {}
+    (env,) = backend.wait_for_envelopes(1)
+    assert spooled == [True]
+    assert env.data == original
