@@ -42,8 +42,8 @@ pool is exhausted a MAIL waits at most ``timeout`` for a free connection, then g
 meanwhile is found at MAIL (the command fails) and replaced once; nothing is ever re-sent
 after the message was, so a failure then cannot deliver twice.
 
-Why not aiosmtplib (the issue's suggestion): measured against aiosmtplib 3.x as installed,
-it has no LMTP (no LHLO; its DATA reads exactly one reply, so the per-recipient replies of
+Why not aiosmtplib (the issue's suggestion): read in its source (5.1.3, as installed), it
+has no LMTP (no LHLO; its DATA reads exactly one reply, so the per-recipient replies of
 RFC 2033 4.2 would be lost or misread), it takes the message as one ``bytes`` object and
 copies it twice (line-end normalisation, which also alters a message with a bare CR, and
 dot-stuffing by regex), so a message cannot be streamed, and it bounds a reply's size
@@ -58,7 +58,9 @@ dot-stuffed after every LF (a lenient backend must not see an end of data in a b
 Use one ``Forward`` per ``Server`` (transactions are keyed by connection id). Pass it as the
 handler, or, so that other hooks (e.g. ``filter_recipient_domains``) decide before the
 backend sees a recipient, as the last entry of ``hooks`` with ``new_handler(fwd.data)`` as the
-handler (the CLI does this). It needs the ``disconnect`` hook of ``smtpx.hooks``.
+handler (the CLI does this). If a hook after it refuses a recipient the backend already
+took, the message gets ``451 4.3.0`` and is never sent (logged). It needs the
+``disconnect`` hook of ``smtpx.hooks``.
 """
 
 from __future__ import annotations
