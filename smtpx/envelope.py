@@ -12,14 +12,12 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
+from ._spool import Spool, open_view, read_at
 from .address import Address
 from .dsn import RecipientDSN, ReturnContent
 from .mail import Mail
-
-if TYPE_CHECKING:
-    from ._spool import Spool
 
 __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
 
@@ -308,8 +306,6 @@ class Envelope:
         spool = self._spool
         if spool is None:
             return io.BytesIO(self.data)
-        from ._spool import open_view  # noqa: PLC0415 (envelope is imported by _spool's users)
-
         return open_view(self._prefix(), spool, self._skip)
 
     async def chunks(self, size: int = 65536) -> AsyncIterator[bytes]:
@@ -331,8 +327,6 @@ class Envelope:
             yield data[start : start + size]
         if spool is None:
             return
-        from ._spool import read_at  # noqa: PLC0415 (see open())
-
         loop = asyncio.get_running_loop()
         fd = spool.dup()  # valid even if the handler returns while this is being read
         try:
@@ -366,8 +360,6 @@ class Envelope:
         prefix = self._prefix()
         if len(prefix) >= limit:
             return prefix[:limit]
-        from ._spool import read_at  # noqa: PLC0415 (see open())
-
         fd = spool.dup()
         try:
             rest = read_at(fd, min(limit - len(prefix), spool.size - self._skip), self._skip)
