@@ -1197,6 +1197,11 @@ class Session(asyncio.BufferedProtocol):
         # Runs as a task (or its first step inside _process): nothing may escape it, or the
         # client would wait for a reply that never comes while its slot stays taken.
         buf, self._message = self._message, None
+        if buf is not None and not buf.delivered():
+            # Left by an earlier message of this read that the core refused (or RSET), whose
+            # end no _stream() call saw: not this message's bytes.
+            buf.close()
+            buf = None
         try:
             await self._handle(message, buf)
         except Exception:

@@ -332,3 +332,38 @@ def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
     (stored,) = (tmp_path / "Maildir" / "new").iterdir()
     assert stored.read_bytes() == MESSAGE
     assert real_copy is shutil.copyfileobj
+
+
+def test_a_refused_message_never_lends_its_bytes_to_the_next_one(
+    make_server: Any, tmp_path: Path
+) -> None:
+    # BDAT pipelining (RFC 3030): the rest of a message the core refuses (a bare LF) and the
+    # whole next transaction arrive in one read. The next message is only its own bytes.
+    seen = Seen(tmp_path)
+    srv = make_server(
+        handler=seen,
+        spool_threshold=256 * 1024,
+        spool_dir=tmp_path,
+        max_size=20 << 20,
+        forbid_unauth_pipelining=False,
+    )
+    first = b"x" * 998 + b"\r\n"
+    with srv.raw() as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        c.cmd(b"RCPT TO:<b@example.org>\r\n")
+        assert c.cmd(b"BDAT %d\r\n" % (len(first) * 700) + first * 700).startswith(b"250")
+        wait_until(lambda: len(os.listdir(tmp_path)) == 1)
+        c.send(
+            b"BDAT 8 LAST\r\nbare\nLF!"
+            b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 4 LAST\r\nhi\r\n"
+        )
+        assert c.reply().startswith(b"550")
+        assert c.reply().startswith(b"250")
+        assert c.reply().startswith(b"250")
+        assert c.reply().startswith(b"250")
+    (view,) = seen.views
+    assert view["data"] == b"hi\r\n"
+    assert not view["spooled"]
+    assert os.listdir(tmp_path) == []
