@@ -16,7 +16,8 @@ What runs, each in its own process:
   bad tags, names that never answer (timeouts) and names that answer SERVFAIL;
 * ``--procs`` client processes with ``--clients`` asyncio clients in all, each running one
   scenario after another (``SCENARIOS``): good mail, pipelined transactions, STARTTLS (and
-  plaintext injected after it), AUTH PLAIN after STARTTLS, oversize messages, smuggling
+  plaintext injected after it), AUTH PLAIN after STARTTLS, BDAT chunks (one by one or
+  pipelined), oversize messages, smuggling
   attempts, garbage commands,
   slowloris, abrupt disconnects and TLS handshakes cut half-way;
 * a probe process that sends NOOP every 0.2 s on a connection of its own and times the reply,
@@ -37,7 +38,7 @@ baseline (after a warm-up that fills the thread pools) and at the end; the probe
 99th-percentile NOOP latency. Exit status 1 when anything was lost, duplicated, mismatched or
 unexpectedly stored, or when the server did not stop cleanly.
 
-Adding a scenario (BDAT, once the server has it): write an ``async def
+Adding a scenario: write an ``async def
 scenario_x(client: ClientCtx) -> None`` that records each message it sends with
 ``client.record(token, kind, data)``, and add it to ``SCENARIOS`` with a weight. The checker
 needs nothing else.
@@ -377,6 +378,42 @@ async def scenario_starttls(c: ClientCtx) -> None:
     await c.quit()
 
 
+async def scenario_bdat(c: ClientCtx) -> None:
+    """CHUNKING (RFC 3030): the message in BDAT chunks, cut anywhere (a CRLF split across
+    chunks included), sent one by one or all pipelined in one write; the last is BDAT LAST.
+    """
+    await c.connect()
+    await c.ehlo()
+    domain = c.domain()
+    await c.cmd(f"MAIL FROM:<chunks@{domain}>".encode(), 250)
+    await c.cmd(f"RCPT TO:<bdat@{HOSTNAME}>".encode(), 250)
+    token, data = c.message(domain)
+    cuts = sorted(c.rng.sample(range(1, len(data)), min(len(data) - 1, c.rng.randint(0, 6))))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    wires = [
+        f"BDAT {len(p)}{' LAST' if i == len(pieces) - 1 else ''}\r\n".encode() + p
+        for i, p in enumerate(pieces)
+    ]
+    try:
+        if c.rng.random() < 0.5:
+            await c.send(b"".join(wires))  # RFC 3030 2: BDAT may be pipelined
+            codes = [(await c.reply())[0] for _ in wires]
+        else:
+            codes = []
+            for wire in wires:
+                await c.send(wire)
+                codes.append((await c.reply())[0])
+    except (OSError, EOFError, asyncio.TimeoutError, Reply):
+        c.record(token, DOUBT, data)
+        raise
+    code = codes[-1]
+    if any(x != 250 for x in codes[:-1]):
+        raise Reply(f"BDAT chunks answered {codes}")
+    c.record(token, ACKED if code == 250 else REFUSED, data)
+    c.stats[f"bdat_{code}"] += 1
+    await c.quit()
+
+
 AUTH_USER, AUTH_PASSWORD = "soak", "soak password"
 
 
@@ -566,12 +603,13 @@ def client_hello(ctx: ssl.SSLContext) -> bytes:
 
 
 Scenario = Callable[[ClientCtx], Awaitable[None]]
-# name -> (weight, scenario). AUTH and BDAT scenarios go here once the server has them.
+# name -> (weight, scenario).
 SCENARIOS: dict[str, tuple[float, Scenario]] = {
     "good": (40, scenario_good),
     "pipelined": (14, scenario_pipelined),
     "starttls": (10, scenario_starttls),
     "auth": (4, scenario_auth),
+    "bdat": (8, scenario_bdat),
     "oversize": (2, scenario_oversize),
     "smuggle": (6, scenario_smuggle),
     "garbage": (8, scenario_garbage),

@@ -108,7 +108,11 @@ def _xclient_valid(name: str, value: str) -> bool:
         return value.isascii() and (is_address_literal(value) or is_domain(value))
     if name == "NAME":
         return value.isprintable() and value.isascii()
-    return True
+    if name == "PROTO":
+        return value.upper() in ("SMTP", "ESMTP")  # the two values XCLIENT_README defines
+    # LOGIN (a SASL name, may be UTF-8): it reaches the logs and the handler, so no controls,
+    # line or paragraph separators or bidi/format characters (isprintable() refuses all three).
+    return value.isprintable()
 
 
 def _as_sender_error(exc: CommandSyntaxError) -> CommandSyntaxError:

@@ -237,6 +237,33 @@ def test_xclient_helo_accepts_names_and_literals() -> None:
         assert conn.helo == name
 
 
+# Found by fuzz/fuzz_xclient.py: LOGIN and PROTO were taken as they came, so an xtext-encoded
+# control character (or a bidi override) reached the envelope's values and the logs.
+@pytest.mark.parametrize(
+    "attr",
+    [
+        b"LOGIN=u[UNAVAI+0EABLE]+40x",
+        b"LOGIN=user+0D+0AReceived:+forged",
+        b"LOGIN=admin+E2+80+AEevil",
+        b"LOGIN=a+7Fb",
+        b"PROTO=%{ir}",
+        b"PROTO=HTTP",
+        b"PROTO=E+0ASMTP",
+    ],
+)
+def test_xclient_login_and_proto_refuse_unsafe_values(attr: bytes) -> None:
+    conn = ready(xclient=True)
+    events, out = drive(conn, b"XCLIENT " + attr + b"\r\n")
+    assert events == [] and out.startswith(b"501 5.5.4")
+
+
+def test_xclient_login_and_proto_accept_what_postfix_sends() -> None:
+    conn = ready(xclient=True)
+    events, _ = drive(conn, b"XCLIENT LOGIN=alice+40example.org PROTO=esmtp\r\n")
+    assert events == [XClient({"LOGIN": "alice@example.org", "PROTO": "esmtp"})]
+    assert conn.esmtp
+
+
 # ----------------------------------------------------------- item 13: improper pipelining
 def test_commands_sent_before_the_354_are_refused() -> None:
     # The finding: a second transaction pipelined behind DATA ran as a second transaction.
