@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import smtplib
 import socket
 import tempfile
@@ -306,18 +305,19 @@ def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
     srv = make_server(
         handler=store, spool_threshold=THRESHOLD, spool_dir=spool_dir, max_size=20 << 20
     )
-    real_copy = shutil.copyfileobj
+    real_sendfile = os.sendfile
 
     def disk_full(*args: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def copy_then_full(src: Any, dst: Any, length: int = 0) -> None:
-        dst.write(src.read(length))  # part of the message reaches tmp/ first
-        disk_full()
+    def copy_then_full(out: int, src: int, offset: int, count: int) -> int:
+        if offset < 300_000:
+            return real_sendfile(out, src, offset, min(count, 100_000))  # part reaches tmp/
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with monkeypatch.context() as patch:
         if fail == "copy":
-            patch.setattr(shutil, "copyfileobj", copy_then_full)
+            patch.setattr(os, "sendfile", copy_then_full)
         else:
             patch.setattr(os, "fsync", disk_full)
         with srv.smtp() as client:
@@ -331,7 +331,7 @@ def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
         client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
     (stored,) = (tmp_path / "Maildir" / "new").iterdir()
     assert stored.read_bytes() == MESSAGE
-    assert real_copy is shutil.copyfileobj
+    assert real_sendfile is os.sendfile
 
 
 def test_a_refused_message_never_lends_its_bytes_to_the_next_one(
