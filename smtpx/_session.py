@@ -460,22 +460,25 @@ class Session(asyncio.BufferedProtocol):
             if conn.buffered > _MAX_HELD:
                 self._set_reading(False)  # resumed once the handler's reply is out
             return
-        self._process()
         if self._message is not None or conn.message_reader is not None:
-            self._stream()
+            self._stream()  # before _process: a refused message's file goes before its reply
+        self._process()
+        if self._message is not None:
+            self._stream()  # and after: a chunk refused or reset in _process (BDAT, RSET)
 
     def _stream(self) -> None:
         """Move a long message's judged bytes out of the reader, to memory or a spool file.
 
         Every ``DRAIN_STEP`` bytes, so that a message under it is never copied; a message
         that ended without a Message event for us (refused by the core, RSET, a new one
-        begun) has its buffer, and spool file, dropped.
+        begun) has its buffer, and spool file, dropped. A message that ended well keeps its
+        buffer for the Message event that ``_process`` is about to take.
         """
         conn = self.conn
         assert conn is not None
         reader = conn.message_reader
         buf = self._message
-        if buf is not None and buf.source is not reader:
+        if buf is not None and buf.source is not reader and not buf.delivered():
             self._message = None
             buf.close()
             buf = None
@@ -1221,6 +1224,11 @@ class Session(asyncio.BufferedProtocol):
         # Runs as a task (or its first step inside _process): nothing may escape it, or the
         # client would wait for a reply that never comes while its slot stays taken.
         buf, self._message = self._message, None
+        if buf is not None and not buf.delivered():
+            # Left by an earlier message of this read that the core refused (or RSET), whose
+            # end no _stream() call saw: not this message's bytes.
+            buf.close()
+            buf = None
         try:
             await self._handle(message, buf)
         except Exception:

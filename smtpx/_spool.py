@@ -25,6 +25,8 @@ import os
 import tempfile
 from typing import BinaryIO
 
+from ._abc import DataReaderLike
+
 __all__ = ["DRAIN_STEP", "MemoryBudget", "MessageBuffer", "Spool"]
 
 # The session drains the reader once this many message bytes have piled up in it: a message
@@ -204,7 +206,7 @@ class MessageBuffer:
     )
 
     def __init__(
-        self, source: object, budget: MemoryBudget, threshold: int, directory: str | None
+        self, source: DataReaderLike, budget: MemoryBudget, threshold: int, directory: str | None
     ) -> None:
         self.source = source
         self.mark = 0  # the reader's size at the last drain
@@ -215,6 +217,19 @@ class MessageBuffer:
         self.memory = 0  # bytes of ``parts``, counted in the budget
         self.spool: Spool | None = None
         self.failed: OSError | None = None  # a spool write failed: the message gets 451
+
+    def delivered(self) -> bool:
+        """True when ``source`` ended in a message (not refused, not cut short).
+
+        A reader's ``result()`` raises for a message that was refused (too long, bare line
+        end, NUL) or that has not ended (a transaction reset midway); it returns the rest of
+        the message again, at no cost, for the one that produced the ``Message`` event.
+        """
+        try:
+            self.source.result()
+        except Exception:
+            return False
+        return True
 
     def add(self, chunks: list[bytes]) -> None:
         """Keep drained message bytes (never raises: a disk error is kept in ``failed``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import errno
 import io
 import itertools
 import os
@@ -12,14 +13,12 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
+from ._spool import Spool, open_view, read_at
 from .address import Address
 from .dsn import RecipientDSN, ReturnContent
 from .mail import Mail
-
-if TYPE_CHECKING:
-    from ._spool import Spool
 
 __all__ = ["Envelope", "TLSInfo", "new_envelope_id"]
 
@@ -33,6 +32,11 @@ _BAD_CHAR = re.compile(
     r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
     r"\ud800-\udfff]"
 )
+
+# os.sendfile cannot copy between these files (an old kernel, or a system that sends only to
+# sockets): Envelope.write_to then copies in pieces.
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP})
+_COPY_PIECE = 1024 * 1024
 
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 _MACHINE = os.urandom(3)
@@ -308,8 +312,6 @@ class Envelope:
         spool = self._spool
         if spool is None:
             return io.BytesIO(self.data)
-        from ._spool import open_view  # noqa: PLC0415 (envelope is imported by _spool's users)
-
         return open_view(self._prefix(), spool, self._skip)
 
     async def chunks(self, size: int = 65536) -> AsyncIterator[bytes]:
@@ -331,8 +333,6 @@ class Envelope:
             yield data[start : start + size]
         if spool is None:
             return
-        from ._spool import read_at  # noqa: PLC0415 (see open())
-
         loop = asyncio.get_running_loop()
         fd = spool.dup()  # valid even if the handler returns while this is being read
         try:
@@ -347,6 +347,55 @@ class Envelope:
                 yield piece
         finally:
             os.close(fd)
+
+    def write_to(self, out: BinaryIO) -> int:
+        """Write the whole message to the binary file ``out``; return the bytes written.
+
+        Blocking I/O: call it from a plain (threaded) handler or ``asyncio.to_thread``. For a
+        spooled message written to a real file, the spool's bytes are copied by the kernel
+        (``os.sendfile``), never through Python memory; otherwise in 1 MiB pieces. ``out`` is
+        flushed before a kernel copy, and its file position is left after the message.
+
+        Raises:
+            OSError: Writing failed (e.g. a full disk); part of the message may be written.
+            ValueError: The spool file was removed already (the handler returned).
+        """
+        spool = self._spool
+        if spool is None:
+            data = self.data
+            out.write(data)
+            return len(data)
+        prefix = self._prefix()
+        out.write(prefix)
+        offset, end = self._skip, spool.size
+        src = spool.dup()
+        try:
+            try:
+                fd = out.fileno()
+            except (AttributeError, OSError, io.UnsupportedOperation):
+                fd = -1
+            if fd >= 0 and hasattr(os, "sendfile"):
+                out.flush()
+                try:
+                    while offset < end:
+                        sent = os.sendfile(fd, src, offset, end - offset)
+                        if not sent:
+                            break
+                        offset += sent
+                except OSError as exc:
+                    # NOTE: some systems send only to sockets (macOS: ENOTSOCK); nothing was
+                    # copied then, and the pieces below do it. Any other error is the caller's.
+                    if offset != self._skip or exc.errno not in _NO_SENDFILE:
+                        raise
+            while offset < end:
+                piece = read_at(src, min(_COPY_PIECE, end - offset), offset)
+                if not piece:
+                    break
+                out.write(piece)
+                offset += len(piece)
+        finally:
+            os.close(src)
+        return len(prefix) + offset - self._skip
 
     def __len__(self) -> int:
         size = len(self._data) + sum(len(t) for t in self._trace)
@@ -366,8 +415,6 @@ class Envelope:
         prefix = self._prefix()
         if len(prefix) >= limit:
             return prefix[:limit]
-        from ._spool import read_at  # noqa: PLC0415 (see open())
-
         fd = spool.dup()
         try:
             rest = read_at(fd, min(limit - len(prefix), spool.size - self._skip), self._skip)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -15,16 +14,15 @@ from .responses import SUCCESS_MESSAGE_QUEUED, Response
 
 __all__ = ["MaildirHandler"]
 
-_COPY_CHUNK = 1024 * 1024  # bytes per read and write when copying a spooled message
-
 
 class MaildirHandler:
     """Store each message in a Maildir (``tmp/`` then an atomic rename into ``new/``).
 
     The file is fsynced before the rename, so a 250 reply means the message is on disk. When
     storing fails (a full disk too) the partial file is removed from ``tmp/`` and the handler
-    raises, which the session answers with ``451 4.3.0``. The message is copied from
-    ``envelope.open()`` in pieces, so a spooled message is never read into memory whole.
+    raises, which the session answers with ``451 4.3.0``. The message is written with
+    ``envelope.write_to()``: a spooled message is copied file to file by the kernel, never
+    read into memory.
     Calling the object stores one envelope; it is a plain function, so the server runs it in
     a worker thread.
     """
@@ -49,11 +47,7 @@ class MaildirHandler:
         f = open(tmp, "xb")  # noqa: SIM115 (closed below; the unlink must follow the close)
         try:
             with f:
-                if envelope.spooled:
-                    with envelope.open() as message:
-                        shutil.copyfileobj(message, f, _COPY_CHUNK)
-                else:
-                    f.write(envelope.data)
+                envelope.write_to(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, self.path / "new" / name)

@@ -188,8 +188,9 @@ class Server:
             when None. A write that fails there (full disk) gets ``451 4.3.0`` after the
             client's data is read to its end.
         max_memory: Bytes of message content all connections together may hold in memory
-            (default 64 MiB); past it, messages spool even under ``spool_threshold``. Each
-            connection's reader also holds up to 256 KiB plus one read before it is drained.
+            (default 16 MiB; with ``workers``, per worker process); past it, messages spool
+            even under ``spool_threshold``. Each connection's reader also holds up to 256 KiB
+            plus one read before it is drained, outside this budget.
     """
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import os
 from pathlib import Path
@@ -103,3 +104,46 @@ def test_a_view_opened_during_handling_outlives_the_spool(tmp_path: Path) -> Non
 def test_chunks_refuses_a_size_below_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         _collect(Envelope(data=b"x"), 0)
+
+
+@pytest.mark.parametrize("target", ["file", "bytesio"])
+@pytest.mark.parametrize("spooled", [False, True])
+def test_write_to_copies_the_whole_message(tmp_path: Path, spooled: bool, target: str) -> None:
+    # A real file takes the kernel copy (sendfile); a BytesIO has no descriptor: pieces.
+    if spooled:
+        envelope, _ = _spooled(tmp_path)
+    else:
+        envelope = Envelope(data=MESSAGE)
+    envelope.prepend_header("Received", "r")
+    end = len(envelope.head(200).split(b"\r\n\r\n")[0]) + 2
+    envelope.replace_head(end, envelope.head(end).replace(b"Subject: hi\r\n", b"X: 1\r\n"))
+    want = (
+        b"Received: r\r\nX: 1\r\nFrom: a@example.org\r\n"
+        + MESSAGE[MESSAGE.index(b"\r\n\r\n") + 2 :]
+    )
+    if target == "file":
+        out_path = tmp_path / "out.eml"
+        with out_path.open("xb") as f:
+            f.write(b">")
+            assert envelope.write_to(f) == len(want)
+            f.write(b"<")
+        assert out_path.read_bytes() == b">" + want + b"<"
+    else:
+        buffer = io.BytesIO()
+        assert envelope.write_to(buffer) == len(want)
+        assert buffer.getvalue() == want
+
+
+def test_write_to_falls_back_to_pieces_where_sendfile_refuses_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # macOS sends only to sockets (ENOTSOCK); old kernels say EINVAL: nothing was copied then.
+    def refuse(*args: object) -> int:
+        raise OSError(errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
+
+    monkeypatch.setattr(os, "sendfile", refuse)
+    envelope, _ = _spooled(tmp_path)
+    out_path = tmp_path / "out.eml"
+    with out_path.open("xb") as f:
+        assert envelope.write_to(f) == len(MESSAGE)
+    assert out_path.read_bytes() == MESSAGE

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import dkim as dkimpy
@@ -18,11 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpx._spool import Spool
+from smtpx.address import Address
 from smtpx.authres import dkim
+from smtpx.authres._middleware import authentication_results
 from smtpx.authres.dkim import _BodyCanon, _stream_body_hashes
+from smtpx.envelope import Envelope
 from tests.authres.dnsserver import DNSServerFactory
 from tests.authres.test_dkim import GO_ZONE, MAIL, TEST_PRIVATE_KEY_PEM
 from tests.scaling import assert_linear
+
+MAIL_HEAD = b"From: Joe <joe@football.example.com>\nTo: Suzie <suzie@example.net>\nSubject: big\n\n"
 
 VECTORS = [
     b"",
@@ -48,6 +56,8 @@ VECTORS = [
     b"\n",
     b" ",
     b"x\r\n\r\n y \r\n\r\n",
+    b"\n\r ",
+    b"a\r\n\r \r\n",
 ]
 
 
@@ -154,3 +164,55 @@ async def test_streamed_verify_gives_the_in_memory_verdict(
         head = message[: dkim.DEFAULT_MAX_HEADER_BYTES + 4]
         got = await dkim.verify(head, resolver=resolver, open_message=opener(message))
         assert [(v.result, v.reason) for v in got] == [(v.result, v.reason) for v in want]
+
+
+async def test_the_middleware_keeps_a_spooled_message_out_of_memory(
+    dns_server: DNSServerFactory, tmp_path: Path
+) -> None:
+    # A 16 MiB signed message in a spool file: SPF, DKIM (pass) and the A-R rewrite allocate
+    # a few MiB at most, in every thread, and never read the message whole.
+    body = b"".join(b"%07d" % i + b"x" * 60 + b" \t \r\n" for i in range(240_000))
+    message = (MAIL_HEAD + body).replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    signature = dkim.sign(
+        message,
+        domain="example.org",
+        selector="brisbane",
+        private_key=TEST_PRIVATE_KEY_PEM,
+        header_keys=["From", "To", "Subject"],
+    )
+    forged = b"Authentication-Results: mx.test; dkim=pass\r\n"
+    spool = Spool(str(tmp_path))
+    spool.write(forged + signature + message)
+    size = spool.size
+    del body, message
+    envelope = Envelope(
+        remote_addr=("192.0.2.1", 25),
+        mail_from=Address("joe@football.example.com"),
+        helo="client.test",
+    )
+    envelope._set_spool(spool)
+    resolver = dns_server(GO_ZONE).resolver()
+    seen: list[str] = []
+
+    async def handler(env: Envelope) -> None:
+        with env.open() as f:
+            head = f.read(8192).split(b"\r\n\r\n")[0]
+        unfolded = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+        seen.extend(
+            line.decode() for line in unfolded.split(b"\r\n") if line.startswith(b"Authentication")
+        )
+
+    check = authentication_results("mx.test", resolver=resolver, timeout=60)(handler)
+    tracemalloc.start()
+    try:
+        await check(envelope)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        spool.close()
+    assert size > 16 << 20
+    assert len(seen) == 1
+    assert "dkim=pass" in seen[0]
+    assert "header.d=example.org" in seen[0]
+    assert peak < 4 << 20, peak  # the message is over 16 MiB
+    assert envelope._joined is None  # data was never built

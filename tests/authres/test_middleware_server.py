@@ -151,12 +151,16 @@ async def _deliver(
     *,
     reject_dmarc: bool = True,
     timeout: float = 10.0,
+    spooled: list[bool] | None = None,
+    spool_threshold: int = 4 << 20,
 ) -> list[Delivery]:
     host, port = middleware_resolver_port
     received: list[bytes] = []
 
     async def handler(envelope: Envelope) -> Response | None:
         received.append(envelope.data)
+        if spooled is not None:
+            spooled.append(envelope.spooled)
         return None
 
     server = Server(
@@ -171,6 +175,7 @@ async def _deliver(
                 timeout=timeout,
             )
         ],
+        spool_threshold=spool_threshold,
     )
     await server.start()
 
@@ -274,6 +279,42 @@ def test_dkim_spf_dmarc_through_a_real_server(dnsmasq: int, keys: Keys) -> None:
     assert dkim_props[("header", "s")] == "rsa"
     dmarc_props = {(p.type, p.name): p.value for p in header.results[2].properties}
     assert dmarc_props == {("header", "from"): "example.com"}
+
+
+def test_a_spooled_message_is_checked_from_its_file(dnsmasq: int, keys: Keys) -> None:
+    # 600 KiB of body with white space at line ends, spooled from the first byte (threshold
+    # 0): DKIM hashes it from the file, both canonicalisations, and own A-R fields go.
+    body = b"".join(b"line %d \t of a long body  \r\n" % i for i in range(20000))
+    big = mail("alice@example.com").replace(BODY, body)
+    sigs = [
+        dkim.sign(
+            big,
+            domain="example.com",
+            selector="rsa",
+            private_key=keys.rsa_pem,
+            canonicalization=(c, c),
+        )
+        for c in ("relaxed", "simple")
+    ]
+    forged_ar = b"Authentication-Results: mx.test; dkim=pass header.d=example.com\r\n"
+    messages = [
+        ("alice@example.com", sigs[0] + big),
+        ("alice@example.com", sigs[1] + big),
+        ("alice@example.com", sigs[0] + big.replace(b"line 19999", b"line 99999")),
+        ("alice@example.com", forged_ar + sigs[0] + big),
+    ]
+    spooled: list[bool] = []
+    got = asyncio.run(
+        _deliver(("127.0.0.1", dnsmasq), messages, spooled=spooled, spool_threshold=0)
+    )
+    assert spooled == [True] * 4
+    assert results_of(got[0].data) == {"spf": ["pass"], "dkim": ["pass"], "dmarc": ["pass"]}
+    assert results_of(got[1].data) == {"spf": ["pass"], "dkim": ["pass"], "dmarc": ["pass"]}
+    assert results_of(got[2].data)["dkim"] == ["fail"]
+    assert results_of(got[3].data) == {"spf": ["pass"], "dkim": ["pass"], "dmarc": ["pass"]}
+    assert got[3].data is not None
+    assert b"dkim=pass header.d=example.com\r\n" not in got[3].data
+    assert got[3].data.endswith(sigs[0] + big)
 
 
 def test_dns_timeout_gives_temperror(dns_server: DNSServerFactory, keys: Keys) -> None:

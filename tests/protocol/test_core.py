@@ -320,3 +320,36 @@ def test_allow_nul_stores_it() -> None:
     drive(conn, b"MAIL FROM:<a@b.c>\r\nRCPT TO:<r@x.y>\r\nDATA\r\n")
     events, _ = drive(conn, b"a\x00b\r\n.\r\n")
     assert isinstance(events[0], Message) and events[0].data == b"a\x00b\r\n"
+
+
+def test_draining_the_message_reader_leaves_the_rest_in_the_message_event() -> None:
+    # A driver that streams a long message out takes the judged bytes as they come; the
+    # Message event then carries the rest, and together they are the message.
+    conn = ready()
+    drive(conn, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+    reader = conn.message_reader
+    assert reader is not None
+    taken: list[bytes] = []
+    for piece in (b"Subject: x\r\n\r\n..dot\r", b"\nline\r\n", b"more\r\n."):
+        events, _ = drive(conn, piece)
+        assert events == []
+        taken += reader.drain()
+    events, out = drive(conn, b"\r\nQUIT\r\n")
+    [message] = events
+    assert isinstance(message, Message)
+    assert b"".join(taken) + message.data == b"Subject: x\r\n\r\n.dot\r\nline\r\nmore\r\n"
+    assert conn.message_reader is None
+    assert codes(out) == []
+
+
+def test_a_refused_message_drops_its_reader_even_after_draining() -> None:
+    conn = ready()
+    drive(conn, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+    reader = conn.message_reader
+    assert reader is not None
+    drive(conn, b"x" * 600 + b"\r\n")
+    assert reader.drain()
+    events, out = drive(conn, b"y" * 600 + b"\r\n.\r\n")
+    assert events == []
+    assert codes(out) == ["552"]  # over max_size=1000: the verdict is the same
+    assert conn.message_reader is None

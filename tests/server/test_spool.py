@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import smtplib
 import socket
 import tempfile
@@ -306,18 +305,19 @@ def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
     srv = make_server(
         handler=store, spool_threshold=THRESHOLD, spool_dir=spool_dir, max_size=20 << 20
     )
-    real_copy = shutil.copyfileobj
+    real_sendfile = os.sendfile
 
     def disk_full(*args: Any) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def copy_then_full(src: Any, dst: Any, length: int = 0) -> None:
-        dst.write(src.read(length))  # part of the message reaches tmp/ first
-        disk_full()
+    def copy_then_full(out: int, src: int, offset: int, count: int) -> int:
+        if offset < 300_000:
+            return real_sendfile(out, src, offset, min(count, 100_000))  # part reaches tmp/
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with monkeypatch.context() as patch:
         if fail == "copy":
-            patch.setattr(shutil, "copyfileobj", copy_then_full)
+            patch.setattr(os, "sendfile", copy_then_full)
         else:
             patch.setattr(os, "fsync", disk_full)
         with srv.smtp() as client:
@@ -331,4 +331,39 @@ def test_maildir_failing_on_a_spooled_message_answers_451_and_leaves_nothing(
         client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
     (stored,) = (tmp_path / "Maildir" / "new").iterdir()
     assert stored.read_bytes() == MESSAGE
-    assert real_copy is shutil.copyfileobj
+    assert real_sendfile is os.sendfile
+
+
+def test_a_refused_message_never_lends_its_bytes_to_the_next_one(
+    make_server: Any, tmp_path: Path
+) -> None:
+    # BDAT pipelining (RFC 3030): the rest of a message the core refuses (a bare LF) and the
+    # whole next transaction arrive in one read. The next message is only its own bytes.
+    seen = Seen(tmp_path)
+    srv = make_server(
+        handler=seen,
+        spool_threshold=256 * 1024,
+        spool_dir=tmp_path,
+        max_size=20 << 20,
+        forbid_unauth_pipelining=False,
+    )
+    first = b"x" * 998 + b"\r\n"
+    with srv.raw() as c:
+        c.reply()
+        c.cmd(b"EHLO client.test\r\n")
+        c.cmd(b"MAIL FROM:<a@example.org>\r\n")
+        c.cmd(b"RCPT TO:<b@example.org>\r\n")
+        assert c.cmd(b"BDAT %d\r\n" % (len(first) * 700) + first * 700).startswith(b"250")
+        wait_until(lambda: len(os.listdir(tmp_path)) == 1)
+        c.send(
+            b"BDAT 8 LAST\r\nbare\nLF!"
+            b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 4 LAST\r\nhi\r\n"
+        )
+        assert c.reply().startswith(b"550")
+        assert c.reply().startswith(b"250")
+        assert c.reply().startswith(b"250")
+        assert c.reply().startswith(b"250")
+    (view,) = seen.views
+    assert view["data"] == b"hi\r\n"
+    assert not view["spooled"]
+    assert os.listdir(tmp_path) == []

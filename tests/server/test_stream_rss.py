@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import threading
 import time
@@ -148,6 +149,7 @@ def test_a_200_mib_message_costs_at_most_64_mib_of_rss(tmp_path: Path) -> None:
     assert length >= 200 * MIB
     assert growth <= 64 * MIB
     assert sent in stored_digests(maildir)  # byte-identical
+    shutil.rmtree(maildir)  # 200 MiB that pytest would keep for three runs
 
 
 def test_20_concurrent_20_mib_uploads_peak_at_2x_one_and_noop_answers(tmp_path: Path) -> None:
@@ -218,5 +220,6 @@ def test_20_concurrent_20_mib_uploads_peak_at_2x_one_and_noop_answers(tmp_path: 
     stored = stored_digests(maildir)
     assert one_digest in stored
     assert all(digest in stored for _, digest, _ in results)
+    shutil.rmtree(maildir)  # 420 MiB
     assert twenty <= 2 * one
     assert noops > 0
