@@ -81,9 +81,10 @@ class _Version(argparse.Action):
 def loop_description() -> str:
     """Which event loop ``serve`` runs on, and whether uvloop is there (for ``--version``).
 
-    smtpx never picks uvloop by itself: on the 1 KiB load it was no faster per message than
-    asyncio's selector loop, and slower on large messages (bench/README.md, issue 11), so
-    ``--loop uvloop`` is a choice, never a side effect of what happens to be installed.
+    smtpx never picks uvloop by itself: on the issue 11 load runs it was faster than asyncio's
+    selector loop in some 1 KiB cells, slower in others, and slower on 5 MiB messages
+    (bench/README.md), so ``--loop uvloop`` is a choice, never a side effect of what happens
+    to be installed.
     """
     try:
         version = importlib.metadata.version("uvloop")
