@@ -1,7 +1,9 @@
 """Optional Cython extensions for smtpx; everything else is in pyproject.toml (STYLE 2.2).
 
-Every ``smtpx/_speedups/*.pyx`` is compiled when Cython and a C compiler are available. Without
-them, or with ``SMTPX_NO_EXTENSIONS`` set to any non-empty value, the pure-Python package is
+Every ``smtpx/_speedups/*.pyx`` is compiled when Cython and a C compiler are available, and so
+is the protocol core: ``smtpx/protocol/_connection.py`` with its ``.pxd``, as
+``smtpx.protocol._connection_c`` (Cython's pure-Python mode: the ``.py`` is the only source).
+Without them, or with ``SMTPX_NO_EXTENSIONS`` set to any non-empty value, the pure-Python package is
 built and a banner on stderr says so. ``SMTPX_REQUIRE_EXTENSIONS=1`` makes any failure fatal
 (CI uses it so a silent fallback cannot pass for a compiled build). ``SMTPX_CYTHON_TRACE=1``
 adds line tracing for coverage of the ``.pyx`` files.
@@ -33,6 +35,9 @@ NO_EXTENSIONS = bool(os.environ.get("SMTPX_NO_EXTENSIONS")) or sys.implementatio
 REQUIRE_EXTENSIONS = bool(os.environ.get("SMTPX_REQUIRE_EXTENSIONS"))
 CYTHON_TRACE = bool(os.environ.get("SMTPX_CYTHON_TRACE"))
 HERE = os.path.dirname(os.path.abspath(__file__))
+CORE_MODULE = "smtpx.protocol._connection_c"
+CORE_SOURCE = os.path.join("smtpx", "protocol", "_connection.py")
+CORE_GENERATED = os.path.join("smtpx", "protocol", "_connection.c")
 
 
 def _banner(reason: str) -> None:
@@ -73,6 +78,18 @@ def _extensions() -> list[Extension]:
         compiler_directives={"linetrace": CYTHON_TRACE},
         quiet=True,
     )
+    # The protocol core, compiled from its own .py (pure-Python mode, with the .pxd beside it)
+    # under another name, so that the pure module stays importable: one source of truth.
+    # Annotations are not C types here: the compiled core must accept what the pure one does.
+    built += cythonize(
+        [Extension(CORE_MODULE, [CORE_SOURCE], define_macros=macros)],
+        compiler_directives={
+            "linetrace": CYTHON_TRACE,
+            "language_level": 3,
+            "annotation_typing": False,
+        },
+        quiet=True,
+    )
     for ext in built:
         # cythonize() drops `optional`; with it a missing compiler falls back to pure.
         ext.optional = not REQUIRE_EXTENSIONS
@@ -93,8 +110,11 @@ class _BuildExt(build_ext):
 
 
 def _compiled_in(build_lib: str) -> list[str]:
-    folder = os.path.join(build_lib, "smtpx", "_speedups")
-    return glob(os.path.join(folder, "*.so")) + glob(os.path.join(folder, "*.pyd"))
+    found = []
+    for folder in (("smtpx", "_speedups"), ("smtpx", "protocol")):
+        path = os.path.join(build_lib, *folder)
+        found += glob(os.path.join(path, "*.so")) + glob(os.path.join(path, "*.pyd"))
+    return found
 
 
 class _Build(build):
@@ -131,6 +151,7 @@ class _SDist(sdist):
 
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         generated = {os.path.splitext(p)[0] + ".c" for p in files if p.endswith(".pyx")}
+        generated.add(CORE_GENERATED)
         super().make_release_tree(base_dir, [f for f in files if f not in generated])
 
 

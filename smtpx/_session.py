@@ -30,7 +30,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -58,6 +58,7 @@ from .protocol import (
     State,
     XClient,
 )
+from .protocol._state import S_AWAIT_REPLY, S_BDAT, S_CLOSED, S_DATA, S_STARTTLS
 from .responses import PerRecipient, Response, ResponseError
 
 __all__ = ["ClientInfo", "Session", "in_networks", "tls_info"]
@@ -162,6 +163,9 @@ _DISCONNECTS: set[asyncio.Future[None]] = set()
 
 # Input held while a reply is owed before the client is paused (flow control, RFC 2920).
 _MAX_HELD = 64 * 1024
+# Events whose reply the core has queued by itself unless it holds them for a hook: _process
+# skips its other checks for them (by exact type: anything else takes the long way).
+_REPLIED_EVENTS = frozenset({Greeted, MailFrom, RcptTo})
 
 
 class _View:
@@ -223,6 +227,7 @@ class Session(asyncio.BufferedProtocol):
     __slots__ = (
         "_auth_exchange",
         "_auth_throttle",
+        "_clock",
         "_close_after_reply",
         "_closing",
         "_deadline",
@@ -266,6 +271,8 @@ class Session(asyncio.BufferedProtocol):
         self.local_addr: tuple[str, int] = ("", 0)
         self._tls: TLSInfo | None = None
         self._deadline = 0.0
+        # The loop's clock, bound once (see _connection_made): _touch runs on every reply.
+        self._clock: Callable[[], float] = server._loop_time
         self._kill_at = 0.0
         self._expires_at = 0.0  # max_session_time: 421 at the next point between commands
         self._expired = False
@@ -320,6 +327,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _connection_made(self, transport: asyncio.Transport) -> None:
         server = self._server
+        self._clock = server._get_loop().time
         self.remote_addr = self.peer_addr = _addr(transport.get_extra_info("peername"))
         self.local_addr = _addr(transport.get_extra_info("sockname"))
         if not server._register(self):
@@ -445,7 +453,7 @@ class Session(asyncio.BufferedProtocol):
         if conn is None or self._closing:
             return
         state = conn.state
-        if state is State.STARTTLS and self._tls_task is not None:
+        if state is S_STARTTLS and self._tls_task is not None:
             # The TLS layer hands over application data that came with the end of the
             # handshake (TLS 1.3: a command in the same segment as the client's Finished)
             # before start_tls() returns to _upgrade. It is encrypted input, not plaintext
@@ -453,10 +461,10 @@ class Session(asyncio.BufferedProtocol):
             # keep it for the core, which gets it once it has started over (RFC 3207 4.2).
             self._early_tls += data
             return
-        if state is State.DATA or state is State.BDAT:
+        if state is S_DATA or state is S_BDAT:
             self._touch()  # in a message the timeout bounds silence, not the whole upload
         conn.receive_data(data)
-        if state is State.AWAIT_REPLY:
+        if state is S_AWAIT_REPLY:
             if conn.buffered > _MAX_HELD:
                 self._set_reading(False)  # resumed once the handler's reply is out
             return
@@ -931,6 +939,8 @@ class Session(asyncio.BufferedProtocol):
             event = conn.next_event()
             if event is NEED_DATA:
                 break
+            if type(event) in _REPLIED_EVENTS and conn.state is not S_AWAIT_REPLY:
+                continue  # the core queued the reply: nothing to do (the usual MAIL and RCPT)
             if isinstance(event, Message):
                 # Reading goes on while the handler runs: pipelined input is held by the core
                 # (paused past _MAX_HELD), which saves two epoll calls per message.
@@ -962,10 +972,10 @@ class Session(asyncio.BufferedProtocol):
                 return
             if isinstance(event, XClient):
                 self._apply_xclient(event)
-            elif conn.state is State.AWAIT_REPLY and not self._held(event):
+            elif conn.state is S_AWAIT_REPLY and not self._held(event):
                 # A hook or AUTH is still deciding; it calls _process again when done.
                 return
-        if conn.state is State.CLOSED and not self._closing:
+        if conn.state is S_CLOSED and not self._closing:
             # The core gave up on this client by itself (e.g. a pipelining flood).
             self._flush()
             self._close()
@@ -1003,8 +1013,8 @@ class Session(asyncio.BufferedProtocol):
             not on
             or self._paused_writing
             or conn is None
-            or conn.state is State.STARTTLS
-            or (conn.state is State.AWAIT_REPLY and conn.buffered > _MAX_HELD)
+            or conn.state is S_STARTTLS
+            or (conn.state is S_AWAIT_REPLY and conn.buffered > _MAX_HELD)
         )
         if want_paused and not self._paused_reading:
             transport.pause_reading()
@@ -1015,7 +1025,7 @@ class Session(asyncio.BufferedProtocol):
 
     def _touch(self) -> None:
         timeout = self._server.timeout
-        self._deadline = self._server._loop_time() + timeout if timeout else 0.0
+        self._deadline = self._clock() + timeout if timeout else 0.0
 
     def check_deadline(self, now: float) -> None:
         """Called by the server's sweeper: enforce ``timeout`` (421 4.4.2, then close)."""

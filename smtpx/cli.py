@@ -7,6 +7,7 @@ on stderr that names the flag and the value, and exit status 2, like argparse's 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import ipaddress
 import logging
@@ -24,7 +25,7 @@ from . import IMPLEMENTATION, __version__
 from ._unix import unix_path
 from .auth import AuthFile, FileAuthenticator, check_username, hash_password
 from .authres import authentication_results
-from .authres._dns import resolver_at
+from .authres._dns import DNS_CACHE_SIZE, default_resolver, resolver_at
 from .forward import Forward, parse_backend_url
 from .handler import Handler, Middleware, new_handler
 from .hooks import filter_recipient_domains
@@ -74,8 +75,26 @@ class _Version(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        print(f"smtpx {__version__} ({IMPLEMENTATION} implementation, {PACKAGE_DIR})")
+        print(
+            f"smtpx {__version__} ({IMPLEMENTATION} implementation, {PACKAGE_DIR})"
+            f" event loop: {loop_description()}"
+        )
         parser.exit()
+
+
+def loop_description() -> str:
+    """Which event loop ``serve`` runs on, and whether uvloop is there (for ``--version``).
+
+    smtpx never picks uvloop by itself: on the issue 11 load runs it was faster than asyncio's
+    selector loop in some 1 KiB cells, slower in others, and slower on 5 MiB messages
+    (bench/README.md), so ``--loop uvloop`` is a choice, never a side effect of what happens
+    to be installed.
+    """
+    try:
+        version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        return "asyncio (uvloop not installed)"
+    return f"asyncio (uvloop {version} installed, not the default: --loop uvloop)"
 
 
 # Argument types: argparse turns their ValueError/ArgumentTypeError into "argument --x: ...".
@@ -365,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --authres: nameserver to ask (default: the system's)",
     )
     serve.add_argument(
+        "--dns-cache",
+        type=_non_negative_int,
+        metavar="N",
+        help=f"with --authres: DNS answers kept, each for its TTL (default {DNS_CACHE_SIZE}; "
+        "0: no cache)",
+    )
+    serve.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
         default="asyncio",
@@ -431,6 +457,7 @@ def check_args(args: argparse.Namespace) -> None:
         ("--proxy-trusted", "--proxy"),
         ("--xclient-trusted", "--xclient"),
         ("--dns-server", "--authres"),
+        ("--dns-cache", "--authres"),
         ("--reject-dmarc", "--authres"),
     ):
         if getattr(args, flag[2:].replace("-", "_")) and not getattr(args, needs[2:]):
@@ -501,10 +528,12 @@ def build_server(args: argparse.Namespace) -> Server:
     middlewares: list[Middleware] = [logger(), recover]
     hostname = args.hostname or socket.gethostname()
     if args.authres:
-        resolver = None
+        cache = DNS_CACHE_SIZE if args.dns_cache is None else args.dns_cache
         if args.dns_server:
             host, port = parse_addr(args.dns_server)
-            resolver = resolver_at(host or "127.0.0.1", port)
+            resolver = resolver_at(host or "127.0.0.1", port, cache_size=cache)
+        else:
+            resolver = default_resolver(cache)
         middlewares.append(
             authentication_results(hostname, resolver=resolver, reject_dmarc=args.reject_dmarc)
         )

@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = """
 import smtpx, smtpx._impl
 print(smtpx._impl.IMPLEMENTATION)
+import smtpx.protocol
+print(smtpx.protocol.Connection.__module__)
 reader = smtpx._impl.DataReader(1000)
 assert reader.feed(b"Subject: hi\\r\\n\\r\\n..body\\r\\n.\\r\\nQUIT\\r\\n") == 26
 assert reader.result() == b"Subject: hi\\r\\n\\r\\n.body\\r\\n", reader.result()
@@ -92,6 +94,13 @@ def test_sdist_and_wheel(tmp_path: Path) -> None:
     assert "smtpx/_speedups/_reader.pyi" in files
     assert "smtpx/py.typed" in files
     assert not [n for n in files if n.endswith(".c")], files
+    assert "smtpx/protocol/_connection_c.pxd" in files  # issue 11: the core's Cython declarations
+    core = [
+        n
+        for n in files
+        if n.startswith("smtpx/protocol/_connection_c.") and n.endswith((".so", ".pyd"))
+    ]
+    assert len(core) == (0 if pure else 1), files
     compiled = [
         n for n in files if n.startswith("smtpx/_speedups/_reader.") and n.endswith((".so", ".pyd"))
     ]
@@ -105,10 +114,15 @@ def test_sdist_and_wheel(tmp_path: Path) -> None:
         assert "manylinux" in wheel.name, wheel.name
 
     expected = "python" if pure else "cython"
-    assert install_and_smoke(wheel, tmp_path / "wheel-venv", {}) == [expected, "ok"]
+    module = "smtpx.protocol._connection" + ("" if pure else "_c")
+    assert install_and_smoke(wheel, tmp_path / "wheel-venv", {}) == [expected, module, "ok"]
     # The sdist builds on the user's machine: compiled, unless the user asks for pure.
     sdist_env = {"SMTPX_NO_EXTENSIONS": "1"} if pure else {"SMTPX_REQUIRE_EXTENSIONS": "1"}
-    assert install_and_smoke(sdist, tmp_path / "sdist-venv", sdist_env) == [expected, "ok"]
+    assert install_and_smoke(sdist, tmp_path / "sdist-venv", sdist_env) == [
+        expected,
+        module,
+        "ok",
+    ]
 
 
 def install_and_smoke(artifact: Path, env_dir: Path, extra_env: dict[str, str]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import signal
 import smtplib
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import smtpx
-from smtpx.cli import build_parser
+from smtpx.cli import build_parser, loop_description
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run the smtpx these tests imported (the installed wheel under tox, the tree otherwise).
@@ -137,7 +138,22 @@ def test_version_names_the_imported_package(tmp_path: Path) -> None:
     out = smtpx_cli("--version", cwd=tmp_path, env={**ENV, "COLUMNS": "40"})
     assert out.stdout.strip() == (
         f"smtpx {smtpx.__version__} ({smtpx.IMPLEMENTATION} implementation, {SMTPX_DIR})"
+        f" event loop: {loop_description()}"
     )
+
+
+def test_version_says_whether_uvloop_is_used() -> None:
+    # Issue 11: --version says whether uvloop is installed and that it is not the default.
+    out = smtpx_cli("--version", cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    try:
+        version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        assert out.stdout.rstrip().endswith("event loop: asyncio (uvloop not installed)")
+    else:
+        assert out.stdout.rstrip().endswith(
+            f"event loop: asyncio (uvloop {version} installed, not the default: --loop uvloop)"
+        )
 
 
 def test_help_is_plain_text_and_every_flag_is_explained(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
 __all__ = [
+    "DNS_CACHE_SIZE",
     "DNSPermError",
     "DNSTempError",
     "Lookup",
@@ -46,6 +47,15 @@ __all__ = [
 ]
 
 
+DNS_CACHE_SIZE = 10_000
+"""Answers the resolvers made here keep (``dns.resolver.LRUCache``), each until its TTL runs out.
+
+A repeated sender then costs no lookups (issue 11: SPF, DKIM keys and DMARC records of the
+same domains, message after message). Bounded, so that a stream of distinct names evicts the
+least recently used entries instead of growing memory; negative answers (NXDOMAIN) are cached
+too, for the SOA minimum TTL (RFC 2308 5). 0 turns the cache off.
+"""
+
 Lookup = Callable[[dns.asyncresolver.Resolver, str], Awaitable[list[str]]]
 """The shape shared by every lookup function here."""
 
@@ -58,27 +68,42 @@ class DNSPermError(Exception):
     """The lookup cannot succeed: the name is not a valid DNS name."""
 
 
-def default_resolver() -> dns.asyncresolver.Resolver:
-    """A resolver configured from the system (``/etc/resolv.conf``), with a 5 s lifetime."""
-    resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = 5.0
+def _with_cache(resolver: dns.asyncresolver.Resolver, size: int) -> dns.asyncresolver.Resolver:
+    if size < 0:
+        raise ValueError(f"cache_size must be 0 or more, got {size}")
+    if size:
+        resolver.cache = dns.resolver.LRUCache(max_size=size)
     return resolver
 
 
-def resolver_at(host: str, port: int = 53, timeout: float = 5.0) -> dns.asyncresolver.Resolver:
+def default_resolver(cache_size: int = DNS_CACHE_SIZE) -> dns.asyncresolver.Resolver:
+    """A resolver configured from the system (``/etc/resolv.conf``), with a 5 s lifetime.
+
+    Args:
+        cache_size: Answers kept, each for its TTL (``DNS_CACHE_SIZE``); 0 for no cache.
+    """
+    resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = 5.0
+    return _with_cache(resolver, cache_size)
+
+
+def resolver_at(
+    host: str, port: int = 53, timeout: float = 5.0, cache_size: int = DNS_CACHE_SIZE
+) -> dns.asyncresolver.Resolver:
     """A resolver that asks only the nameserver at ``host``:``port`` (the ``--dns-server`` flag).
 
     Args:
         host: The nameserver's IP address (IPv4 or IPv6, no brackets).
         port: Its port, UDP and TCP.
         timeout: Seconds before a lookup gives up (and becomes a ``DNSTempError``).
+        cache_size: Answers kept, each for its TTL (``DNS_CACHE_SIZE``); 0 for no cache.
     """
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = [host]
     resolver.port = port
     resolver.timeout = timeout
     resolver.lifetime = timeout
-    return resolver
+    return _with_cache(resolver, cache_size)
 
 
 def to_name(name: str) -> dns.name.Name:

@@ -6,9 +6,32 @@ from ``data_to_send``. Only ``smtpx._session`` drives it in the library; tests d
 
 from __future__ import annotations
 
+import warnings
+from typing import TYPE_CHECKING
+
+from smtpx import _impl
+
 from ._commands import CommandSyntaxError as CommandSyntaxError
-from ._connection import Connection as Connection
-from ._connection import ProtocolError as ProtocolError
+
+# The core compiled from _connection.py (+ _connection_c.pxd) goes with the compiled twins
+# (smtpx._impl decides, once); TYPE_CHECKING takes the pure branch, the typed spec.
+if TYPE_CHECKING or _impl.IMPLEMENTATION == "python":
+    from ._connection import Connection as Connection
+    from ._connection import ProtocolError as ProtocolError
+else:
+    try:
+        from ._connection_c import Connection as Connection
+        from ._connection_c import ProtocolError as ProtocolError
+    except ImportError as exc:
+        if _impl.REQUIRE_EXTENSIONS:
+            raise
+        warnings.warn(
+            f"smtpx: pure-Python fallback for the protocol core ({exc})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        from ._connection import Connection as Connection
+        from ._connection import ProtocolError as ProtocolError
 from ._events import NEED_DATA as NEED_DATA
 from ._events import AuthRequest as AuthRequest
 from ._events import AuthResponse as AuthResponse

@@ -40,7 +40,16 @@ from ._events import (
     StartTLS,
     XClient,
 )
-from ._state import ProtocolConfig, State
+from ._state import (
+    S_AWAIT_REPLY,
+    S_BDAT,
+    S_CLOSED,
+    S_COMMAND,
+    S_DATA,
+    S_STARTTLS,
+    ProtocolConfig,
+    State,
+)
 
 __all__ = ["Connection", "ProtocolError"]
 
@@ -250,7 +259,7 @@ class Connection:
         Raises:
             ProtocolError: No message awaits a reply, or the sequence has the wrong length.
         """
-        if self.state is not State.AWAIT_REPLY or self._decision is not None:
+        if self.state is not S_AWAIT_REPLY or self._decision is not None:
             raise ProtocolError(f"send() in state {self.state}")
         count = len(self.rcpt_to) if self._config.lmtp else 1
         if isinstance(response, Response):
@@ -262,7 +271,7 @@ class Connection:
         for reply in replies:
             self._reply(reply)
         self._reset_transaction()
-        self.state = State.COMMAND
+        self.state = S_COMMAND
         if any(reply.is_success for reply in replies):
             # Postfix: the junk command count is reset after mail is delivered, and the hard
             # error limit counts errors "without delivering mail".
@@ -381,7 +390,7 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self.state is State.CLOSED or self.state is State.STARTTLS:
+        if self.state is S_CLOSED or self.state is S_STARTTLS:
             return  # RFC 3207 5: plaintext after STARTTLS is never acted on
         if self._sync and self._config.forbid_unauth_pipelining:
             # The client did not wait for a reply it must wait for (RFC 2920 3.1); after DATA
@@ -402,7 +411,7 @@ class Connection:
                 self._pos = 0
                 self._finish_data()
             return
-        if self.state is State.BDAT and self._pos >= len(self._buf):
+        if self.state is S_BDAT and self._pos >= len(self._buf):
             # Hot path for chunk bytes: straight to the reader (or dropped), no buffer copy.
             take = min(self._chunk_left, len(data))
             self._chunk_bytes(data if take == len(data) else data[:take])
@@ -414,8 +423,8 @@ class Connection:
             self._pos = 0
         self._buf += data
         if (
-            self.state is not State.DATA
-            and self.state is not State.BDAT
+            self.state is not S_DATA
+            and self.state is not S_BDAT
             and len(self._buf) - self._pos > _MAX_PIPELINED
         ):
             # Input piles up while a reply is owed: a client that floods us is dropped.
@@ -427,8 +436,18 @@ class Connection:
         Returns:
             The next event, or ``NEED_DATA`` when more input is needed.
         """
+        if (
+            self._pos >= len(self._buf)
+            and self._pending is None
+            and not self._violation
+            and not self._eof
+            and self.state is not S_BDAT
+        ):
+            # Nothing buffered, nothing owed: what _next_event would conclude (BDAT excepted:
+            # an empty chunk ends without input). The driver asks once more after every event.
+            return NEED_DATA
         while True:
-            in_command = self.state is State.COMMAND
+            in_command = self.state is S_COMMAND
             try:
                 return self._next_event()
             except Exception:  # invariant 2: the last resort (see _state.py)
@@ -459,7 +478,7 @@ class Connection:
             return False
         self._errors += count
         limit = self._config.max_errors
-        if limit and self._errors >= limit and self.state is not State.CLOSED:
+        if limit and self._errors >= limit and self.state is not S_CLOSED:
             # Postfix smtpd_hard_error_limit: "421 4.7.0 Error: too many errors".
             self.close(R.ERROR_TOO_MANY_ERRORS)
             return True
@@ -476,19 +495,19 @@ class Connection:
                 self.close(R.FAIL_IMPROPER_PIPELINING)
                 return CloseConnection("improper command pipelining")
             state = self.state
-            if state is State.COMMAND:
+            if state is S_COMMAND:
                 mark = len(self._out)
                 line = self._next_line()
                 if line is None:
-                    if self._count_errors(self._error_replies(mark)):
+                    if len(self._out) != mark and self._errors_since(mark):
                         return CloseConnection("too many errors")
                     if self._eof:
                         self.state = State.CLOSED
                         return ConnectionClosed(in_data=False)
                     return NEED_DATA
                 event = self._command(line)
-                if self.state is not State.CLOSED:
-                    if self._count_errors(self._error_replies(mark)):
+                if self.state is not S_CLOSED:
+                    if self._errors_since(mark):
                         return CloseConnection("too many errors")
                     if self._config.forbid_unauth_pipelining and self._improper(line):
                         self.close(R.FAIL_IMPROPER_PIPELINING)
@@ -540,6 +559,14 @@ class Connection:
             else:
                 return NEED_DATA
 
+    def _errors_since(self, mark: int) -> bool:
+        """Count the error replies queued since ``mark``; True when that closed the session."""
+        out = self._out
+        new = len(out) - mark
+        if new == 0 or (new == 1 and out[mark][0] not in _ERROR_CLASSES):
+            return False  # the usual case: one reply per command line, not an error
+        return self._count_errors(self._error_replies(mark))
+
     def _error_replies(self, mark: int) -> int:
         """How many of the replies queued since ``mark`` are errors (4xx or 5xx)."""
         out = self._out
@@ -550,7 +577,7 @@ class Connection:
 
     def _improper(self, line: bytes) -> bool:
         """After ``line`` was handled: did the client send on where it had to wait?"""
-        if self.state is State.STARTTLS:
+        if self.state is S_STARTTLS:
             return False  # RFC 3207 5: what followed was discarded, as always
         if self.esmtp and not (line[:4].upper() in _LAST_IN_GROUP and line[4:5] in (b"", b" ")):
             return False  # PIPELINING is in effect and the command may be followed

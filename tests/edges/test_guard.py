@@ -179,6 +179,15 @@ def boom(*args: Any) -> Any:
     raise RuntimeError("planted core bug")
 
 
+def plant(monkeypatch: pytest.MonkeyPatch, name: str, method: Callable[..., Any]) -> None:
+    """Make every new session's core run ``method`` as ``Connection.<name>``.
+
+    In a subclass the session makes, since the compiled core is an immutable (cdef) type.
+    """
+    planted = type("PlantedConnection", (Connection,), {name: method})
+    monkeypatch.setattr(_session, "Connection", planted)
+
+
 def test_core_exception_while_reading_gets_451_and_frees_the_slot(
     make_server: MakeServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -191,7 +200,7 @@ def test_core_exception_while_reading_gets_451_and_frees_the_slot(
             boom()
         real(self, data)
 
-    monkeypatch.setattr(Connection, "receive_data", receive_data)
+    plant(monkeypatch, "receive_data", receive_data)
     srv = make_server(max_clients=1)
     with connect(srv.port) as c:
         assert c.reply().startswith(b"220")
@@ -229,7 +238,7 @@ def test_core_exception_pipelined_after_the_dot_keeps_the_reply(
         armed.append(True)  # no await: runs inline from the read callback
         return None
 
-    monkeypatch.setattr(Connection, "next_event", next_event)
+    plant(monkeypatch, "next_event", next_event)
     for h in (handler, sync_like):
         srv = make_server(handler=h)
         with connect(srv.port) as c:
@@ -260,7 +269,7 @@ def test_core_exception_at_end_of_input(
             boom()
         real(self, data)
 
-    monkeypatch.setattr(Connection, "receive_data", receive_data)
+    plant(monkeypatch, "receive_data", receive_data)
     srv = make_server()
     with connect(srv.port) as c:
         c.reply()
@@ -277,7 +286,7 @@ def test_exception_in_the_greeting_closes_and_frees_the_slot(
     monkeypatch: pytest.MonkeyPatch,
     errors: Callable[[], list[logging.LogRecord]],
 ) -> None:
-    monkeypatch.setattr(Connection, "greeting", boom)
+    plant(monkeypatch, "greeting", boom)
     srv = make_server(max_clients=1)
     for _ in range(3):
         with connect(srv.port) as c:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import smtpx
 from smtpx import authres
 from tests.authres.dnsserver import LoopbackDNSServer
@@ -144,3 +146,23 @@ def test_serve_with_authres_uses_the_given_dns_server(tmp_path: Path) -> None:
     assert authserv_id == "mx.test"
     spf = [r for r in results if isinstance(r, authres.SPFResult)]
     assert spf and spf[0].value == "pass"
+
+
+@pytest.mark.parametrize(("cache_flags", "asked"), [((), 1), (("--dns-cache", "0"), 2)])
+def test_serve_with_authres_caches_dns_answers_per_ttl(
+    tmp_path: Path, cache_flags: tuple[str, ...], asked: int
+) -> None:
+    # Issue 11: a repeated sender costs no lookups (the zone's TTL is 300 s); --dns-cache 0
+    # asks every time.
+    zone = {"example.com": [("TXT", '"v=spf1 ip4:127.0.0.1 -all"')]}
+    msg = b"Subject: ar\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+    with LoopbackDNSServer(zone) as dns:
+        flags = ["--authres", "--dns-server", f"{dns.host}:{dns.port}", *cache_flags]
+        with serve(tmp_path / "maildir", *flags) as (port, served):
+            for _ in range(2):
+                with smtplib.SMTP("127.0.0.1", port, local_hostname="c.test", timeout=10) as c:
+                    c.sendmail("a@example.com", ["b@example.net"], msg)
+        spf_queries = [q for q in dns.queries if q[:2] == ("example.com.", "TXT")]
+    assert served.returncode == 0, served.stderr
+    assert len(list((tmp_path / "maildir" / "new").iterdir())) == 2
+    assert len(spf_queries) == asked
