@@ -403,7 +403,7 @@ class Connection:
             self._internal_error(in_command=False)
 
     def _receive(self, data: bytes) -> None:
-        if self.state is State.DATA and self._reader is not None and self._pos >= len(self._buf):
+        if self.state is S_DATA and self._reader is not None and self._pos >= len(self._buf):
             # Hot path: message bytes go straight to the reader, without the command buffer.
             used = self._reader.feed(data)
             if self._reader.done:
