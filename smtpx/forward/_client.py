@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -64,6 +65,31 @@ async def _in_task() -> None:
     """
     if asyncio.current_task() is None:
         await asyncio.sleep(0)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _start_tls(
+        writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str
+    ) -> None:
+        """Upgrade a client stream to TLS."""
+        await writer.start_tls(context, server_hostname=server_hostname)
+
+else:  # pragma: no cover - Python 3.10 has no StreamWriter.start_tls
+
+    async def _start_tls(
+        writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str
+    ) -> None:
+        """Upgrade a client stream to TLS through ``loop.start_tls``.
+
+        The stream's protocol keeps feeding the reader through the TLS layer; only the writer
+        must learn the new transport (added to asyncio in 3.11, CPython gh-79156).
+        """
+        transport = writer.transport
+        tls = await asyncio.get_running_loop().start_tls(
+            transport, transport.get_protocol(), context, server_hostname=server_hostname
+        )
+        setattr(writer, "_transport", tls)  # noqa: B010 (a private slot, 3.10 only)
 
 
 class _BackendError(Exception):

@@ -16,7 +16,7 @@ from smtpx.hooks import Params, SessionView
 from smtpx.responses import PerRecipient, Response
 
 from ._chunks import _message_chunks
-from ._client import _Backend, _BackendError, _in_task, _Reply, _timeout
+from ._client import _Backend, _BackendError, _in_task, _Reply, _start_tls, _timeout
 from ._pool import _Pool, _PoolExhausted
 from ._url import BackendURL, parse_backend_url
 
@@ -149,7 +149,7 @@ class Forward:
                     raise _BackendError(f"STARTTLS answered {reply.code}")
                 context = self.tls_context or ssl.create_default_context()
                 async with _timeout(self.timeout):
-                    await writer.start_tls(context, server_hostname=url.host)
+                    await _start_tls(writer, context, url.host)
                 await self._hello(backend)  # RFC 3207 4.2: forget what was learnt before
         except TimeoutError:
             backend.close()
