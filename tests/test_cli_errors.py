@@ -142,9 +142,10 @@ def test_version_names_the_imported_package(tmp_path: Path) -> None:
     )
 
 
-def test_version_says_whether_uvloop_is_used() -> None:
+def test_version_says_whether_uvloop_is_used(tmp_path: Path) -> None:
     # Issue 11: --version says whether uvloop is installed and that it is not the default.
-    out = smtpx_cli("--version", cwd=ROOT)
+    # Outside the tree: in the tree, `python -m smtpx` would import the source, not the wheel.
+    out = smtpx_cli("--version", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     try:
         version = importlib.metadata.version("uvloop")

@@ -47,7 +47,7 @@ def test_forward_timeout_must_be_positive(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def smtpx_procs() -> Iterator[Callable[..., int]]:
+def smtpx_procs(tmp_path: Path) -> Iterator[Callable[..., int]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*flags: str) -> int:
@@ -55,6 +55,7 @@ def smtpx_procs() -> Iterator[Callable[..., int]]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "smtpx", "serve", "--addr", f"127.0.0.1:{port}", *flags],
             env=ENV,
+            cwd=tmp_path,  # not the tree: `python -m smtpx` there imports the source, not the wheel
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
