@@ -37,8 +37,10 @@ class _Pool:
             if not backend.closed:
                 return backend
             self._drop(backend)
+        if self._open >= self._fw.pool_size and asyncio.current_task() is None:
+            await _in_task()  # for _timeout below; a connection may come back meanwhile
+            return await self.get()
         if self._open >= self._fw.pool_size:
-            await _in_task()  # for _timeout below
             waiter: asyncio.Future[_Backend | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
