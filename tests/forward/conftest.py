@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from tests.edges.test_haproxy_real import haproxy  # noqa: F401 (the recipe test's fixture)
 from tests.forward.fakes import FakeBackend, Script
-from tests.server.serverthread import ServerThread
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., ServerThread]]:
-    started: list[ServerThread] = []
-
-    def factory(**options: Any) -> ServerThread:
-        srv = ServerThread(**options).start()
-        started.append(srv)
-        return srv
-
-    yield factory
-    for srv in reversed(started):
-        srv.stop()
+from tests.server.conftest import make_server  # noqa: F401 (one fixture for both suites)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def make_server() -> Iterator[Callable[..., ServerThread]]:
         return srv
 
     yield factory
-    for srv in started:
+    for srv in reversed(started):  # a front made after its backend stops first
         srv.stop()
 
 
