@@ -175,15 +175,26 @@ def _python_env(extra: dict[str, str], smtpx_path: str | None = None) -> dict[st
     return env
 
 
-def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
+def server_specs(
+    smtpx_path: str, workers: int = 2, baseline_path: str | None = None
+) -> dict[str, ServerSpec]:
     py = sys.executable
     sink = SERVERS_DIR
 
     def smtpx(
-        name: str, pure: bool, loop: str, workers: int = 1, rcpt_hook: bool = False
+        name: str,
+        pure: bool,
+        loop: str,
+        workers: int = 1,
+        rcpt_hook: bool = False,
+        path: str | None = None,
     ) -> ServerSpec:
         extra = {"SMTPX_NO_EXTENSIONS": "1"} if pure else {}
-        env = _python_env(extra, smtpx_path)
+        env = _python_env(extra, path or smtpx_path)
+        # A baseline checkout runs its own sink script, written for its own API.
+        script = (
+            Path(path) / "bench" / "servers" / "smtpx_sink.py" if path else sink / "smtpx_sink.py"
+        )
         check = "import smtpx.server" + ("; import uvloop" if loop == "uvloop" else "")
         if workers > 1:
             check += "; import smtpx._runner"
@@ -192,7 +203,7 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
             family="smtpx",
             argv=lambda port, stats: [
                 py,
-                str(sink / "smtpx_sink.py"),
+                str(script),
                 "--port",
                 str(port),
                 "--stats",
@@ -260,6 +271,9 @@ def server_specs(smtpx_path: str, workers: int = 2) -> dict[str, ServerSpec]:
             smtpx(f"smtpx-pure-workers{n}", True, "asyncio", n),
             smtpx(f"smtpx-pure-workers{n}-uvloop", True, "uvloop", n),
         ]
+    if baseline_path:
+        # "No cell gets slower" (issue 11): an older checkout, built, in the same run.
+        specs.append(smtpx("smtpx-base", False, "asyncio", path=baseline_path))
     specs += [
         pysink("aiosmtpd", "aiosmtpd_sink.py", "import aiosmtpd.smtp"),
         pysink("stdlib", "stdlib_smtpd_sink.py", "import smtpd, asyncore"),
@@ -1067,6 +1081,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--smtpx-path", default=str(REPO), help="put on PYTHONPATH for the smtpx sinks")
     p.add_argument(
+        "--baseline-path",
+        help="a built checkout of an older smtpx: adds the server smtpx-base (compiled, "
+        "asyncio, its own sink script) to compare with in the same run",
+    )
+    p.add_argument(
         "--seconds",
         type=float,
         default=None,
@@ -1132,7 +1151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("smtp-source") is None:
         sys.exit("smtp-source not found: install Debian's postfix package (see bench/README.md)")
-    specs = server_specs(args.smtpx_path, args.workers)
+    specs = server_specs(args.smtpx_path, args.workers, args.baseline_path)
     servers: list[str] = []
     for name in select_servers(args, specs):
         why = unavailable_reason(specs[name])

@@ -30,7 +30,8 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
+import types
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -119,6 +120,12 @@ def in_networks(
     return any(ip.version == net.version and ip in net for net in networks)
 
 
+@types.coroutine
+def _yield_future(future: Any) -> Generator[Any, None, None]:
+    """Yield ``future`` (already marked blocking by its own ``__await__``) to the running task."""
+    yield future
+
+
 async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
     """Finish ``coro``, whose first step already ran outside a task, as a task would.
 
@@ -137,9 +144,10 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
                 # asyncio.wait would wait forever for a loop that is not running here.
                 raise RuntimeError(f"a handler awaits a future of another loop: {blocked_on!r}")
             elif not blocked_on.done():
-                # Wait for it without taking its outcome: ``coro`` reads that itself when it
-                # resumes (Future.__await__ returns ``result()``, raising as it should).
-                await asyncio.wait((blocked_on,))
+                # Hand the future to this task as ``coro`` would have in a task of its own: one
+                # wake-up when it is done, and cancelling the task cancels the future, as
+                # asyncio does. ``coro`` reads the outcome itself when it resumes.
+                await _yield_future(blocked_on)
         except (asyncio.CancelledError, Exception) as exc:
             # Cancelled, or the wait itself failed (e.g. a future of another loop): the
             # coroutine gets the exception, so that its own guard answers the client.

@@ -1,8 +1,9 @@
-"""The backend client on asyncio streams: one connection, commands, bounded replies, the message."""
+"""The backend client on an asyncio protocol: one connection, commands, bounded replies."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import ssl
 import sys
@@ -10,10 +11,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 from smtpx.responses import Response
-
-from ._chunks import _CHUNK
 
 # A reply line: three digits, then space, dash or nothing (RFC 5321 4.2).
 _LINE = re.compile(rb"([2-5][0-9][0-9])([ -]?)(.*)\Z", re.DOTALL)
@@ -67,31 +67,6 @@ async def _in_task() -> None:
         await asyncio.sleep(0)
 
 
-if sys.version_info >= (3, 11):
-
-    async def _start_tls(
-        writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str
-    ) -> None:
-        """Upgrade a client stream to TLS."""
-        await writer.start_tls(context, server_hostname=server_hostname)
-
-else:  # pragma: no cover - Python 3.10 has no StreamWriter.start_tls
-
-    async def _start_tls(
-        writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str
-    ) -> None:
-        """Upgrade a client stream to TLS through ``loop.start_tls``.
-
-        The stream's protocol keeps feeding the reader through the TLS layer; only the writer
-        must learn the new transport (added to asyncio in 3.11, CPython gh-79156).
-        """
-        transport = writer.transport
-        tls = await asyncio.get_running_loop().start_tls(
-            transport, transport.get_protocol(), context, server_hostname=server_hostname
-        )
-        setattr(writer, "_transport", tls)  # noqa: B010 (a private slot, 3.10 only)
-
-
 class _BackendError(Exception):
     """The backend failed (unreachable, closed, timed out, malformed or oversized reply)."""
 
@@ -115,56 +90,193 @@ class _Reply:
         return Response(self.code, enhanced, "\n".join(texts))
 
 
-class _Backend:
-    """One connection to the backend: send a command, read one bounded reply."""
+class _Backend(asyncio.Protocol):
+    """One connection to the backend, as an asyncio protocol: commands out, bounded replies in.
+
+    Replies are parsed as the bytes arrive (``data_received``) and handed to the one waiting
+    ``read_reply``: no stream reader, no task per line. Anything wrong with a reply (a bad or
+    mixed code, a line without CRLF, control characters, over the size or line bounds) marks
+    the connection failed and aborts it.
+    """
 
     __slots__ = (
+        "_buffer",
+        "_code",
+        "_deadline",
+        "_drain",
+        "_error",
         "_limits",
+        "_lines",
+        "_paused",
+        "_replies",
+        "_timer",
+        "_total",
+        "_waiter",
         "expired",
         "extensions",
         "idle_since",
         "lmtp",
-        "reader",
+        "transport",
         "used",
-        "writer",
     )
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        lmtp: bool,
-        limits: tuple[int, int],
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, lmtp: bool, limits: tuple[int, int]) -> None:
         self.lmtp = lmtp
         self.extensions: dict[str, str] = {}
         self.idle_since = time.monotonic()
         self.used = False  # has carried a transaction: a failure at MAIL may be a stale one
         self.expired = False
+        self.transport: asyncio.Transport | None = None
         self._limits = limits
+        self._buffer = bytearray()
+        self._code = b""
+        self._lines: list[str] = []
+        self._total = 0
+        self._replies: collections.deque[_Reply] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: _BackendError | None = None
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc}" if exc else "connection closed")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._fail("connection closed")
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        buffer = self._buffer
+        buffer += data
+        max_bytes, max_lines = self._limits
+        start = 0
+        try:
+            while True:
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    if self._total + len(buffer) - start > max_bytes:
+                        raise _BackendError("reply over the size or line bounds")
+                    break
+                self._line(bytes(buffer[start : end + 1]), max_bytes, max_lines)
+                start = end + 1
+        except _BackendError as exc:
+            self._fail(str(exc))
+            return
+        del buffer[:start]
+
+    def _line(self, raw: bytes, max_bytes: int, max_lines: int) -> None:
+        self._total += len(raw)
+        lines = self._lines
+        if self._total > max_bytes or len(lines) >= max_lines:
+            raise _BackendError("reply over the size or line bounds")
+        if not raw.endswith(b"\r\n"):
+            raise _BackendError("reply line without CRLF")
+        match = _LINE.match(raw, 0, len(raw) - 2)
+        if match is None or (self._code and match.group(1) != self._code):
+            raise _BackendError(f"malformed reply line {raw[:40]!r}")
+        code, sep, body = match.groups()
+        if body and not sep:
+            raise _BackendError(f"malformed reply line {raw[:40]!r}")
+        # RFC 5321 4.2: reply text is ASCII (UTF-8 only with SMTPUTF8, RFC 6531 3.7.4);
+        # anything else is relayed as "?", never as raw bytes.
+        if body.isascii():
+            text = body.decode("ascii")
+        else:
+            text = body.decode("utf-8", "replace").encode("ascii", "replace").decode()
+        if _BAD_TEXT.search(text):
+            raise _BackendError("control character in the reply text")
+        lines.append(text)
+        if sep == b"-":
+            self._code = code
+            return
+        self._replies.append(_Reply(int(code), tuple(lines)))
+        self._code = b""
+        self._lines = []
+        self._total = 0
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, why: str) -> None:
+        if self._error is None:
+            self._error = _BackendError(why)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ the client side
     @property
     def closed(self) -> bool:
         """Closed, or holding input nobody asked for (an extra reply would be misread)."""
+        transport = self.transport
         return (
-            self.writer.is_closing()
-            or self.reader.at_eof()
-            or bool(getattr(self.reader, "_buffer", b""))
+            transport is None
+            or transport.is_closing()
+            or self._error is not None
+            or bool(self._replies)
+            or bool(self._buffer)
         )
 
     def close(self) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
-    def _expire(self) -> None:
-        # The deadline of a whole reply (or of the backend taking the message) passed: abort
-        # the connection, which ends the read or the drain that waits on it. A timer, not
-        # asyncio.timeout: the session runs a hook's first step outside any task, and a
-        # timer costs less than a cancellation per reply.
+    def _arm(self, timeout: float) -> asyncio.AbstractEventLoop:
+        """Start the deadline of one wait (a whole reply, or the backend taking the message).
+
+        One timer per connection, re-armed only when it fires early: a wait costs a clock
+        read, not a timer scheduled and cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._check_deadline)
+        return loop
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no wait now: the next one arms again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._check_deadline)
+            return
+        # The deadline passed: fail the connection, which ends the wait.
         self.expired = True
-        self.writer.transport.abort()
+        self._fail("timed out")
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     async def read_reply(self, timeout: float) -> _Reply:
         """Read one whole reply within ``timeout`` seconds.
@@ -172,70 +284,57 @@ class _Backend:
         Raises:
             _BackendError: Timeout, EOF, or a reply over the bounds or malformed.
         """
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire)
-        try:
-            return await self._read_reply()
-        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
-            if self.expired:
-                raise _BackendError(f"no complete reply within {timeout:g}s") from None
-            raise _BackendError(f"reading a reply: {type(e).__name__}: {e}") from None
-        finally:
-            timer.cancel()
+        if not self._replies and self._error is None:
+            waiter = self._waiter = self._arm(timeout).create_future()
+            try:
+                await waiter
+            finally:
+                self._deadline = None
+                self._waiter = None
+        if self._replies:
+            return self._replies.popleft()
+        if self.expired:
+            raise _BackendError(f"no complete reply within {timeout:g}s")
+        raise self._error or _BackendError("no reply")
 
-    async def _read_reply(self) -> _Reply:
-        max_bytes, max_lines = self._limits
-        total = 0
-        code = b""
-        lines: list[str] = []
-        while True:
-            raw = await self.reader.readuntil(b"\n")  # bounded by the reader's limit
-            total += len(raw)
-            if total > max_bytes or len(lines) >= max_lines:
-                raise _BackendError("reply over the size or line bounds")
-            if not raw.endswith(b"\r\n"):
-                raise _BackendError("reply line without CRLF")
-            match = _LINE.match(raw[:-2])
-            if match is None or (code and match.group(1) != code):
-                raise _BackendError(f"malformed reply line {raw[:40]!r}")
-            code = match.group(1)
-            sep, body = match.group(2), match.group(3)
-            if body and not sep:
-                raise _BackendError(f"malformed reply line {raw[:40]!r}")
-            # RFC 5321 4.2: reply text is ASCII (UTF-8 only with SMTPUTF8, RFC 6531 3.7.4);
-            # anything else is relayed as "?", never as raw bytes.
-            if body.isascii():
-                text = body.decode("ascii")
-            else:
-                text = body.decode("utf-8", "replace").encode("ascii", "replace").decode()
-            if _BAD_TEXT.search(text):
-                raise _BackendError("control character in the reply text")
-            lines.append(text)
-            if sep != b"-":
-                return _Reply(int(code), tuple(lines))
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
+        """Upgrade the connection to TLS (after the backend's 220 to STARTTLS)."""
+        transport = self.transport
+        assert transport is not None
+        if self._replies or self._buffer:
+            raise _BackendError("bytes after the 220 to STARTTLS")  # RFC 3207 5 (injection)
+        tls = await asyncio.get_running_loop().start_tls(
+            transport, self, context, server_hostname=server_hostname
+        )
+        if tls is None:
+            raise _BackendError("connection closed during the TLS handshake")
+        self.transport = tls
+
+    def send_raw(self, data: bytes) -> None:
+        transport = self.transport
+        if self._error is not None or transport is None or transport.is_closing():
+            raise _BackendError(f"writing: {self._error or 'connection closed'}")
+        transport.write(data)
 
     async def command(self, line: str, timeout: float) -> _Reply:
         """Send one command line (no CRLF) and read its reply."""
-        try:
-            self.writer.write(line.encode("utf-8") + b"\r\n")
-        except (OSError, RuntimeError) as exc:
-            raise _BackendError(f"writing: {exc}") from None
+        self.send_raw(line.encode("utf-8") + b"\r\n")
         return await self.read_reply(timeout)
 
     async def _write(self, data: bytes, timeout: float) -> None:
-        writer = self.writer
-        try:
-            writer.write(data)
-            if writer.transport.get_write_buffer_size() > _CHUNK:
-                # Flow control: wait for the backend to take it, at most ``timeout``.
-                timer = asyncio.get_running_loop().call_later(timeout, self._expire)
-                try:
-                    await writer.drain()
-                finally:
-                    timer.cancel()
-        except (OSError, RuntimeError) as exc:
+        self.send_raw(data)
+        if self._paused:
+            # Flow control: wait for the backend to take it, at most ``timeout``.
+            drain = self._drain = self._arm(timeout).create_future()
+            try:
+                await drain
+            finally:
+                self._deadline = None
+                self._drain = None
             if self.expired:
-                raise _BackendError(f"the backend took nothing for {timeout:g}s") from None
-            raise _BackendError(f"writing the message: {exc}") from None
+                raise _BackendError(f"the backend took nothing for {timeout:g}s")
+            if self._error is not None:
+                raise _BackendError(f"writing the message: {self._error}")
 
     async def send_message(self, chunks: AsyncIterator[bytes], timeout: float) -> None:
         """After 354: write the message, dot-stuffed (RFC 5321 4.5.2), and the final dot."""
@@ -247,6 +346,14 @@ class _Backend:
             pending = stuffer.feed(chunk)
         # The last piece and the final dot in one write: one send() less per message.
         await self._write(pending + stuffer.end(), timeout)  # a failure shows in the reply
+
+    async def send_whole(self, message: bytes, chunking: bool, timeout: float) -> None:
+        """A message held in memory in one write: ``BDAT n LAST`` or, after 354, stuffed."""
+        if chunking:
+            await self._write(b"BDAT %d LAST\r\n" % len(message) + message, timeout)
+            return
+        stuffer = _DotStuffer()
+        await self._write(stuffer.feed(message) + stuffer.end(), timeout)
 
     async def send_chunks(self, chunks: AsyncIterator[bytes], timeout: float) -> _Reply | None:
         """BDAT (RFC 3030): each chunk as it is, the last one with LAST.

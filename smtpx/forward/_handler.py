@@ -16,7 +16,7 @@ from smtpx.hooks import Params, SessionView
 from smtpx.responses import PerRecipient, Response
 
 from ._chunks import _message_chunks
-from ._client import _Backend, _BackendError, _in_task, _Reply, _start_tls, _timeout
+from ._client import _Backend, _BackendError, _in_task, _Reply, _timeout
 from ._pool import _Pool, _PoolExhausted
 from ._url import BackendURL, parse_backend_url
 
@@ -120,22 +120,19 @@ class Forward:
 
     async def _connect(self) -> _Backend:
         url = self.url
+        loop = asyncio.get_running_loop()
+        backend = _Backend(url.lmtp, self._limits)
         await _in_task()  # for _timeout below
         try:
             async with _timeout(self.timeout):
                 if url.path:
-                    reader, writer = await asyncio.open_unix_connection(
-                        url.path, limit=self._limits[0]
-                    )
+                    await loop.create_unix_connection(lambda: backend, url.path)
                 else:
-                    reader, writer = await asyncio.open_connection(
-                        url.host, url.port, limit=self._limits[0]
-                    )
+                    await loop.create_connection(lambda: backend, url.host, url.port)
         except TimeoutError:
             raise _BackendError(f"cannot connect to {url} within {self.timeout:g}s") from None
         except OSError as exc:
             raise _BackendError(f"cannot connect to {url}: {exc.strerror or exc}") from None
-        backend = _Backend(reader, writer, url.lmtp, self._limits)
         try:
             greeting = await backend.read_reply(self.timeout)
             if greeting.code != 220:
@@ -149,7 +146,7 @@ class Forward:
                     raise _BackendError(f"STARTTLS answered {reply.code}")
                 context = self.tls_context or ssl.create_default_context()
                 async with _timeout(self.timeout):
-                    await _start_tls(writer, context, url.host)
+                    await backend.start_tls(context, url.host)
                 await self._hello(backend)  # RFC 3207 4.2: forget what was learnt before
         except TimeoutError:
             backend.close()
@@ -389,13 +386,7 @@ class Forward:
             await self._end(txn)
             return _MISMATCH
         try:
-            if "CHUNKING" in backend.extensions:
-                refused = await backend.send_chunks(_message_chunks(envelope), self.timeout)
-            else:
-                refused = await backend.command("DATA", self.timeout)
-                if refused.code == 354:
-                    refused = None
-                    await backend.send_message(_message_chunks(envelope), self.timeout)
+            refused = await self._send_message(backend, envelope)
             if refused is not None:
                 if refused.code // 100 in (4, 5) and refused.code != 421:
                     await self._end(txn)
@@ -420,6 +411,22 @@ class Forward:
             pool.put(backend)
             return _relay(reply)
         return await self._lmtp_replies(envelope, txn)
+
+    async def _send_message(self, backend: _Backend, envelope: Envelope) -> _Reply | None:
+        """DATA or BDAT; the refusal of DATA or of a BDAT before the last, else None."""
+        chunking = "CHUNKING" in backend.extensions
+        if not chunking:
+            refused = await backend.command("DATA", self.timeout)
+            if refused.code != 354:
+                return refused
+        if not envelope.spooled:
+            # In memory: one write, no pieces to iterate over.
+            await backend.send_whole(envelope.data, chunking, self.timeout)
+            return None
+        if chunking:
+            return await backend.send_chunks(_message_chunks(envelope), self.timeout)
+        await backend.send_message(_message_chunks(envelope), self.timeout)
+        return None
 
     async def _lmtp_replies(self, envelope: Envelope, txn: _Txn) -> Response:
         pool, backend = self._the_pool(), txn.backend

@@ -96,8 +96,8 @@ class _Pool:
         for backend in self._idle:
             if backend.closed or now - backend.idle_since >= idle_timeout:
                 if not backend.closed:
-                    with contextlib.suppress(OSError, RuntimeError):
-                        backend.writer.write(b"QUIT\r\n")
+                    with contextlib.suppress(OSError, RuntimeError, _BackendError):
+                        backend.send_raw(b"QUIT\r\n")
                 self._drop(backend)
             else:
                 keep.append(backend)
