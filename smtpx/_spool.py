@@ -14,7 +14,9 @@ stays in step, and then gets ``451 4.3.0``; the file is removed at once.
 
 A ``Spool`` is an ordinary file that exists only while its message does: it is removed when
 the upload is abandoned (client gone, RSET, timeout, shutdown, a refused message) and after the
-handler returns.
+handler returns. A process that is killed cannot remove its files; each file therefore holds an
+exclusive ``flock`` while it is open, and ``remove_stale_spools`` (run when a server starts)
+removes the files of the spool directory whose lock nobody holds any more.
 """
 
 from __future__ import annotations
@@ -22,12 +24,62 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
+import sys
 import tempfile
 from typing import BinaryIO
 
 from ._abc import DataReaderLike
 
-__all__ = ["DRAIN_STEP", "MemoryBudget", "MessageBuffer", "Spool"]
+__all__ = ["DRAIN_STEP", "MemoryBudget", "MessageBuffer", "Spool", "remove_stale_spools"]
+
+_PREFIX, _SUFFIX = "smtpx-", ".msg"
+
+
+def _lock(fd: int) -> bool:
+    """Take the file's exclusive lock without waiting; False if another holder has it."""
+    if sys.platform == "win32":  # pragma: no cover - no flock; stale files stay
+        return False
+    import fcntl  # noqa: PLC0415 (POSIX only)
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_spools(directory: str | None) -> int:
+    """Remove spool files left by a process that died; return how many.
+
+    A file counts as left behind when it has a spool file's name, is a regular file of this
+    user, and its lock is free: every live ``Spool`` holds its file's lock (in whichever
+    process, worker or server made it), and the kernel drops the lock when the process dies.
+    """
+    if sys.platform == "win32":  # pragma: no cover
+        return 0
+    removed = 0
+    try:
+        entries = list(os.scandir(directory or tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not (entry.name.startswith(_PREFIX) and entry.name.endswith(_SUFFIX)):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and _lock(fd):
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 # The session drains the reader once this many message bytes have piled up in it: a message
 # under it is never copied out of the reader at all, and a reader holds at most this much plus
@@ -64,8 +116,10 @@ class Spool:
 
     def __init__(self, directory: str | None = None) -> None:
         # mkstemp opens with O_CREAT | O_EXCL and mode 0600: never someone else's file.
-        self._fd, self.path = tempfile.mkstemp(prefix="smtpx-", suffix=".msg", dir=directory)
+        self._fd, self.path = tempfile.mkstemp(prefix=_PREFIX, suffix=_SUFFIX, dir=directory)
         self.size = 0
+        # Held while the file is open: remove_stale_spools leaves it alone.
+        _lock(self._fd)
 
     @property
     def closed(self) -> bool:

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ._session import ClientInfo, Session
-from ._spool import MemoryBudget
+from ._spool import MemoryBudget, remove_stale_spools
 from ._unix import DEFAULT_UNIX_MODE, UnixListener, unix_path
 from .auth import MECHANISMS, Authenticator, AuthThrottle, SaslMechanism
 from .handler import (
@@ -186,7 +186,8 @@ class Server:
         spool_dir: Where spool files are made (created ``O_EXCL``, mode 0600, removed when
             the handler returns or the upload is abandoned); the system's temporary directory
             when None. A write that fails there (full disk) gets ``451 4.3.0`` after the
-            client's data is read to its end.
+            client's data is read to its end. Files a killed process left there are removed
+            when a server starts (each live one holds a ``flock``).
         max_memory: Bytes of message content all connections together may hold in memory
             (default 16 MiB; with ``workers``, per worker process); past it, messages spool
             even under ``spool_threshold``. Each connection's reader also holds up to 256 KiB
@@ -511,6 +512,10 @@ class Server:
         self._shutting_down = False
         self._drained = asyncio.Event()
         self._stopped = asyncio.Event()
+        # Spool files a killed process could not remove (their locks are free).
+        stale = remove_stale_spools(self.spool_dir)
+        if stale:
+            self.logger.warning("removed %d spool file(s) left by a process that stopped", stale)
         # TLS is never given to create_server: implicit TLS runs in the session, after the
         # PROXY header (which precedes the handshake) and inside the client count.
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import smtplib
 import socket
 import tempfile
@@ -18,6 +19,8 @@ from smtpx import Envelope
 from smtpx._spool import Spool
 from smtpx.maildir import MaildirHandler
 from tests.server.serverthread import ServerThread
+from tests.server.test_cli import serve
+from tests.server.test_stream_rss import server_pid
 
 THRESHOLD = 1 << 20
 # Lines that start with a dot (stuffed by the client, unstuffed by the reader), CRLF ends.
@@ -367,3 +370,56 @@ def test_a_refused_message_never_lends_its_bytes_to_the_next_one(
     assert view["data"] == b"hi\r\n"
     assert not view["spooled"]
     assert os.listdir(tmp_path) == []
+
+
+def _upload_until_spooled(port: int, spool: Path) -> socket.socket:
+    """A client midway through a 2 MiB message, once its spool file exists."""
+    line = b"y" * 998 + b"\r\n"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = sock.makefile("rb")
+    f.readline()
+    for command in (b"EHLO client.test\r\n", b"MAIL FROM:<a@example.org>\r\n"):
+        sock.sendall(command)
+        while f.readline()[3:4] == b"-":
+            pass
+    sock.sendall(b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+    assert f.readline().startswith(b"250")
+    assert f.readline().startswith(b"354")
+    for _ in range(2048):
+        sock.sendall(line)
+    wait_until(lambda: len(list(spool.glob("smtpx-*.msg"))) == 1)
+    return sock
+
+
+def test_spool_files_of_a_killed_server_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    flags = ("--spool-dir", str(spool), "--spool-threshold", "262144")
+    other = spool / "smtpx-notours.txt"  # not a spool file's name: never touched
+    other.write_bytes(b"keep")
+    with serve(tmp_path / "Maildir-a", *flags) as (port, served):
+        sock = _upload_until_spooled(port, spool)
+        (left,) = [p for p in spool.iterdir() if p != other]
+        # SIGKILL our own child (the process listening on the port): it has no chance to
+        # remove its file.
+        os.kill(server_pid(port), signal.SIGKILL)
+        sock.close()
+    assert served.returncode == -signal.SIGKILL
+    assert left.exists(), "the killed server's file should still be there"
+
+    # A live server's file is left alone by another server starting on the same directory.
+    with serve(tmp_path / "Maildir-b", *flags) as (port_b, _):
+        assert not left.exists(), "the next start removes what the killed server left"
+        sock_b = _upload_until_spooled(port_b, spool)
+        (live,) = [p for p in spool.iterdir() if p != other]
+        with serve(tmp_path / "Maildir-c", *flags) as (_, served_c):
+            assert live.exists()
+            for _ in range(10):
+                sock_b.sendall(b"y" * 998 + b"\r\n")
+            sock_b.sendall(b".\r\n")
+            reply = sock_b.makefile("rb").readline()
+            assert reply.startswith(b"250"), reply
+            sock_b.close()
+        assert "left by a process that stopped" not in served_c.stderr
+    assert [p.name for p in spool.iterdir()] == [other.name]
+    assert len(list((tmp_path / "Maildir-b" / "new").iterdir())) == 1
