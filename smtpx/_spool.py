@@ -81,6 +81,7 @@ def remove_stale_spools(directory: str | None) -> int:
             os.close(fd)
     return removed
 
+
 # The session drains the reader once this many message bytes have piled up in it: a message
 # under it is never copied out of the reader at all, and a reader holds at most this much plus
 # one read of the socket.

@@ -79,7 +79,9 @@ class _Reply:
     def response(self) -> Response:
         """The reply re-wrapped as smtpx's own (text checked when it was read)."""
         first = self.lines[0]
-        match = _ENHANCED.match(first)
+        # The class digit and a dot first, or no enhanced code at all (most texts are checked
+        # by this alone).
+        match = _ENHANCED.match(first) if first[1:2] == "." else None
         cls = str(self.code // 100)
         enhanced = f"{cls}.0.0"
         texts = list(self.lines)

@@ -244,7 +244,7 @@ class Forward:
 
     @staticmethod
     def _rcpt_params(params: Params, ext: dict[str, str], utf8: bool) -> str:
-        if "DSN" not in ext:
+        if not params or "DSN" not in ext:
             return ""
         from smtpx.protocol._dsn import parse_notify, parse_orcpt  # noqa: PLC0415 (rarely used)
 

@@ -551,3 +551,24 @@ def test_spooled_message_is_streamed_to_the_backend(make_server: MakeServer) -> 
     (env,) = backend.wait_for_envelopes(1)
     assert spooled == [True]
     assert env.data == original
+
+
+def test_bytes_after_the_starttls_220_are_a_failed_backend(
+    make_server: MakeServer, fake: MakeFake
+) -> None:
+    # RFC 3207 5: whatever comes with the 220 before the handshake was not protected by it;
+    # a reply hidden there (an injected "250") must never be taken for a later command's.
+    async def injecting(conn: Conn) -> None:
+        await conn.say(b"220 fake\r\n")
+        await conn.line()
+        await conn.say(b"250-fake\r\n250 STARTTLS\r\n")
+        await conn.line()
+        await conn.say(b"220 go ahead\r\n250 2.1.0 injected\r\n")
+        await conn.reader.read()
+
+    backend = fake(injecting)
+    srv = front(make_server, f"smtp://127.0.0.1:{backend.port}?starttls=1")
+    mail, _, _ = send(srv, ["x@d.test"], "never")
+    assert classify(mail) == FAILED
+    for conn in backend.conns:  # nothing past STARTTLS on any connection
+        assert [line[:8] for line in conn.lines if line] == [b"EHLO loc", b"STARTTLS"]
