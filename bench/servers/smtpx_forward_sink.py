@@ -74,7 +74,8 @@ async def serve(port: int, stats: str) -> None:
         counter.bytes = accepted.bytes
         counter.dump(stats)
 
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR2, dump)
     server = smtpx.Server(
         hostname="bench",
         addr=f"127.0.0.1:{port}",
@@ -83,6 +84,9 @@ async def serve(port: int, stats: str) -> None:
         max_clients=10_000,
         hooks=[forward],
     )
+    # SIGTERM/SIGINT end serve(), so that the finally below always stops smtp-sink.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(server.shutdown(1.0)))
     try:
         await server.serve()
     finally:
