@@ -531,9 +531,14 @@ if sys.version_info >= (3, 11):
 
     def _b64decode_strict(data: bytes) -> bytes:
         try:
-            return binascii.a2b_base64(data, strict_mode=True)
+            out = binascii.a2b_base64(data, strict_mode=True)
         except binascii.Error:
             raise ValueError("not base64") from None
+        # Before 3.13, strict mode lets padding after a whole quantum through ("YWJj=",
+        # "YWJj===="; fixed in CPython 3.13): the length tells.
+        if len(data) % 4 or len(out) != len(data) // 4 * 3 - data[-2:].count(b"="):
+            raise ValueError("not base64")
+        return out
 
 else:  # strict_mode is 3.11+: the regex checks the same alphabet and padding rules
     _b64decode_strict = _b64decode_regex
