@@ -40,7 +40,7 @@ def make_server(
     port: int, counter: Counter, workers: int = 1, rcpt_hook: bool = False
 ) -> smtpx.Server:
     async def handler(envelope: Envelope) -> None:
-        counter.add(len(envelope.data))
+        counter.add(len(envelope))  # the size, without reading a spooled message back
         # None means "250 OK" to smtpx.
 
     return smtpx.Server(
