@@ -141,7 +141,7 @@ async def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
                 # throw an error into the coroutine, which then fails like any handler error.
                 raise RuntimeError(f"bad yield in a handler: {blocked_on!r}")
             elif blocked_on.get_loop() is not asyncio.get_running_loop():
-                # asyncio.wait would wait forever for a loop that is not running here.
+                # A future of a loop that is not running here would never be done.
                 raise RuntimeError(f"a handler awaits a future of another loop: {blocked_on!r}")
             elif not blocked_on.done():
                 # Hand the future to this task as ``coro`` would have in a task of its own: one
