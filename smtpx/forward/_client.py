@@ -67,6 +67,11 @@ async def _in_task() -> None:
         await asyncio.sleep(0)
 
 
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 class _BackendError(Exception):
     """The backend failed (unreachable, closed, timed out, malformed or oversized reply)."""
 
@@ -151,9 +156,6 @@ class _Backend(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     def eof_received(self) -> bool:
         self._fail("connection closed")
@@ -164,9 +166,7 @@ class _Backend(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        _wake(self._drain)
 
     def data_received(self, data: bytes) -> None:
         if self._error is not None:
@@ -182,14 +182,14 @@ class _Backend(asyncio.Protocol):
                     if self._total + len(buffer) - start > max_bytes:
                         raise _BackendError("reply over the size or line bounds")
                     break
-                self._line(bytes(buffer[start : end + 1]), max_bytes, max_lines)
+                self._line(buffer[start : end + 1], max_bytes, max_lines)
                 start = end + 1
         except _BackendError as exc:
             self._fail(str(exc))
             return
         del buffer[:start]
 
-    def _line(self, raw: bytes, max_bytes: int, max_lines: int) -> None:
+    def _line(self, raw: bytearray, max_bytes: int, max_lines: int) -> None:
         self._total += len(raw)
         lines = self._lines
         if self._total > max_bytes or len(lines) >= max_lines:
@@ -198,10 +198,10 @@ class _Backend(asyncio.Protocol):
             raise _BackendError("reply line without CRLF")
         match = _LINE.match(raw, 0, len(raw) - 2)
         if match is None or (self._code and match.group(1) != self._code):
-            raise _BackendError(f"malformed reply line {raw[:40]!r}")
+            raise _BackendError(f"malformed reply line {bytes(raw[:40])!r}")
         code, sep, body = match.groups()
         if body and not sep:
-            raise _BackendError(f"malformed reply line {raw[:40]!r}")
+            raise _BackendError(f"malformed reply line {bytes(raw[:40])!r}")
         # RFC 5321 4.2: reply text is ASCII (UTF-8 only with SMTPUTF8, RFC 6531 3.7.4);
         # anything else is relayed as "?", never as raw bytes.
         if body.isascii():
@@ -218,16 +218,14 @@ class _Backend(asyncio.Protocol):
         self._code = b""
         self._lines = []
         self._total = 0
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self._waiter)
 
     def _fail(self, why: str) -> None:
+        """Mark the connection failed, end whatever waits on it, and abort it."""
         if self._error is None:
             self._error = _BackendError(why)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        _wake(self._waiter)
+        _wake(self._drain)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
@@ -276,9 +274,23 @@ class _Backend(asyncio.Protocol):
         # The deadline passed: fail the connection, which ends the wait.
         self.expired = True
         self._fail("timed out")
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+
+    async def _wait(self, timeout: float, *, drain: bool = False) -> None:
+        """Wait for a wake-up: a whole reply (or, with ``drain``, room to write), or a failure.
+
+        A failure includes the deadline, ``timeout`` seconds away; the caller looks at what
+        happened.
+        """
+        future = self._arm(timeout).create_future()
+        if drain:
+            self._drain = future
+        else:
+            self._waiter = future
+        try:
+            await future
+        finally:
+            self._deadline = None
+            self._waiter = self._drain = None
 
     async def read_reply(self, timeout: float) -> _Reply:
         """Read one whole reply within ``timeout`` seconds.
@@ -287,12 +299,7 @@ class _Backend(asyncio.Protocol):
             _BackendError: Timeout, EOF, or a reply over the bounds or malformed.
         """
         if not self._replies and self._error is None:
-            waiter = self._waiter = self._arm(timeout).create_future()
-            try:
-                await waiter
-            finally:
-                self._deadline = None
-                self._waiter = None
+            await self._wait(timeout)
         if self._replies:
             return self._replies.popleft()
         if self.expired:
@@ -327,12 +334,7 @@ class _Backend(asyncio.Protocol):
         self.send_raw(data)
         if self._paused:
             # Flow control: wait for the backend to take it, at most ``timeout``.
-            drain = self._drain = self._arm(timeout).create_future()
-            try:
-                await drain
-            finally:
-                self._deadline = None
-                self._drain = None
+            await self._wait(timeout, drain=True)
             if self.expired:
                 raise _BackendError(f"the backend took nothing for {timeout:g}s")
             if self._error is not None:
